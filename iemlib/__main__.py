@@ -1,0 +1,69 @@
+"""Command line: ``python -m iemlib run ...`` (one configuration → one JSON record)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .condense import Interrupted
+from .data import DatasetError
+from .experiment import Config, run, write_record
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"iemlib: error: {message}\n")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per Config field, under the field's own name."""
+    for field in fields(Config):
+        kind = {"int": int, "float": float, "str": str}[str(field.type).split(" ")[0]]
+        default = None if field.default is None else field.default
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
+                            default=default, help=f"(default: {default if default is not None else 'from profile'})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m iemlib", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run_parser = commands.add_parser("run", help="condense, train, evaluate, write a record")
+    _add_config_options(run_parser)
+    run_parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    run_parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    run_parser.add_argument("--checkpoint", type=Path, default=None,
+                            help="condensation checkpoint (default: OUT with .ckpt.pt)")
+    run_parser.add_argument("--resume", action="store_true",
+                            help="continue from the checkpoint of a killed run")
+    run_parser.add_argument("--save-synthetic", type=Path, default=None,
+                            help="also write the synthetic set (uint8) here")
+    run_parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Config)}
+    checkpoint = args.checkpoint or args.out.with_suffix(".ckpt.pt")
+    try:
+        config = Config(**values).resolved()
+        record = run(config, device=args.device, checkpoint=checkpoint, resume=args.resume,
+                     synthetic_out=args.save_synthetic, progress=not args.quiet)
+    except (ValueError, DatasetError, Interrupted) as error:
+        print(f"iemlib: error: {error}", file=sys.stderr)
+        return 2
+    write_record(record, args.out)
+    checkpoint.unlink(missing_ok=True)
+    metrics = record["metrics"]
+    print(f"{config.method} ipc={config.ipc} bits={config.bits} {config.hash} [{config.profile}] "
+          f"mAP@all {metrics['map']:.4f}  mAP@1000 {metrics['map_at_1000']:.4f}  "
+          f"P@100 {metrics['precision_at_100']:.4f}  -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

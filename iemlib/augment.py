@@ -1,0 +1,166 @@
+"""Differentiable siamese augmentation (DSA) and multi-formation decoding.
+
+DSA (Zhao & Bilen, 2021) draws one transformation group per batch (color, crop, cutout, flip,
+scale or rotate) and per-image parameters; a *siamese* draw gives every image the same
+parameters, so a real batch and a synthetic batch of one class see the same transformation.
+Every operation is differentiable in the images. Images are in [0, 1]; the transformations act
+in normalised space (as in the reference code) so that its ratios carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+STRONG = "color_crop_cutout_flip_scale_rotate"
+WEAK = "crop_flip"
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """One draw: the group and its per-image parameters (tensors of length n)."""
+
+    group: str
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def expand(self, n: int) -> "DSAParams":
+        """The same parameters repeated for n images (a siamese draw has n = 1)."""
+        return DSAParams(self.group, {k: v[:1].expand(n, *v.shape[1:]) for k, v in self.values.items()})
+
+
+@dataclass(frozen=True)
+class DSA:
+    """Differentiable siamese augmentation with the reference ratios."""
+
+    strategy: str = STRONG
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.5, 0.5, 0.5)
+    flip: float = 0.5
+    scale: float = 1.2
+    rotate: float = 15.0
+    crop: float = 0.125
+    cutout: float = 0.5
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = [g for g in self.groups if g not in GROUPS]
+        if unknown or not self.groups:
+            raise ValueError(f"unknown DSA groups {unknown} in {self.strategy!r}; choose from {GROUPS}")
+
+    @property
+    def groups(self) -> list[str]:
+        return [g for g in self.strategy.split("_") if g]
+
+    def sample(self, n: int, generator: torch.Generator, siamese: bool = False) -> DSAParams:
+        """Draw one group and parameters for n images (shared by all when ``siamese``)."""
+        group = self.groups[int(torch.randint(len(self.groups), (1,), generator=generator))]
+        m = 1 if siamese else n
+        u = lambda *shape: torch.rand(m, *shape, generator=generator)  # noqa: E731
+        values = {
+            "color": lambda: {"brightness": u(), "saturation": u(), "contrast": u()},
+            "crop": lambda: {"shift": u(2)},
+            "cutout": lambda: {"center": u(2)},
+            "flip": lambda: {"flip": u()},
+            "scale": lambda: {"scale": u(2)},
+            "rotate": lambda: {"angle": u()},
+        }[group]()
+        params = DSAParams(group, values)
+        return params.expand(n) if siamese else params
+
+    def __call__(self, x: torch.Tensor, params: DSAParams) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        v = {k: t.to(x.device, x.dtype) for k, t in params.values.items()}
+        z = (x - mean) / std
+        z = getattr(self, f"_{params.group}")(z, v)
+        return z * std + mean
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator, siamese: bool = False) -> torch.Tensor:
+        """Sample and apply in one call."""
+        return self(x, self.sample(len(x), generator, siamese))
+
+    # One method per group; z is in normalised space, v holds per-image uniforms in [0, 1).
+    def _color(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        z = z + (v["brightness"].view(-1, 1, 1, 1) - 0.5) * self.brightness
+        gray = z.mean(dim=1, keepdim=True)
+        z = (z - gray) * (v["saturation"].view(-1, 1, 1, 1) * self.saturation) + gray
+        level = z.mean(dim=(1, 2, 3), keepdim=True)
+        return (z - level) * (v["contrast"].view(-1, 1, 1, 1) + self.contrast) + level
+
+    def _crop(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        size = torch.tensor(z.shape[-2:][::-1], device=z.device, dtype=z.dtype)  # (W, H)
+        pixels = torch.round((v["shift"] * 2 - 1) * self.crop * size)  # integer shifts
+        theta = _affine(len(z), z)
+        theta[:, :, 2] = pixels * 2 / size
+        return _warp(z, theta)
+
+    def _cutout(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        masks = []
+        for axis, length in ((0, z.shape[-2]), (1, z.shape[-1])):
+            size = int(length * self.cutout + 0.5)
+            start = (v["center"][:, axis] * (length + 1 - size % 2)).long().view(-1, 1) - size // 2
+            position = torch.arange(length, device=z.device).view(1, -1)
+            masks.append((position >= start) & (position < start + size))
+        hole = masks[0].unsqueeze(2) & masks[1].unsqueeze(1)
+        return z * (~hole).unsqueeze(1).to(z.dtype)
+
+    def _flip(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        return torch.where((v["flip"] < self.flip).view(-1, 1, 1, 1), z.flip(3), z)
+
+    def _scale(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        factors = v["scale"] * (self.scale - 1.0 / self.scale) + 1.0 / self.scale
+        theta = _affine(len(z), z)
+        theta[:, 0, 0], theta[:, 1, 1] = factors[:, 0], factors[:, 1]
+        return _warp(z, theta)
+
+    def _rotate(self, z: torch.Tensor, v: dict) -> torch.Tensor:
+        angle = (v["angle"].flatten() - 0.5) * 2 * self.rotate * math.pi / 180
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = _affine(len(z), z)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, sin, -sin, cos
+        return _warp(z, theta)
+
+
+def _affine(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(2, 3, device=like.device, dtype=like.dtype).repeat(n, 1, 1)
+
+
+def _warp(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta, list(z.shape), align_corners=False)
+    return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def decode_tiles(images: torch.Tensor, factor: int, size: int | None = None) -> torch.Tensor:
+    """Multi-formation decode: cut each image into factor×factor tiles, upsample each to size.
+
+    The tiles of image i come out as images i·f² … i·f² + f² − 1, row-major.
+    """
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}×{w} is not divisible by the factor {factor}")
+    th, tw = h // factor, w // factor
+    tiles = images.reshape(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5)
+    tiles = tiles.reshape(n * factor * factor, c, th, tw)
+    return F.interpolate(tiles, size=(size or h, size or w), mode="bilinear", align_corners=False)
+
+
+def encode_tiles(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """The inverse layout of ``decode_tiles``: downsample groups of f² images into one tiled image."""
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    if n % (factor * factor):
+        raise ValueError(f"{n} images cannot be tiled in groups of {factor * factor}")
+    small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear",
+                          antialias=True, align_corners=False)
+    small = small.reshape(n // factor ** 2, factor, factor, c, h // factor, w // factor)
+    return small.permute(0, 3, 1, 4, 2, 5).reshape(n // factor ** 2, c, h, w)

@@ -1,0 +1,157 @@
+"""What every condensation method shares: settings, the task, and the image optimiser loop.
+
+The loop is resumable: every ``checkpoint_every`` iterations it writes the synthetic images,
+the optimiser state, the loss history and any method state atomically, and each iteration's
+randomness is a pure function of (seed, iteration), so a resumed run reaches exactly the result
+of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import Split
+from ..seeding import generator
+from ..synthetic import SyntheticSet, atomic_save
+
+
+@dataclass(frozen=True)
+class CondenseSettings:
+    """Knobs of the condensation methods (each method reads the ones it needs)."""
+
+    ipc: int
+    iterations: int = 200
+    real_batch: int = 64
+    lr: float = 1.0            # image step size in normalised units (DM's 1.0)
+    momentum: float = 0.5
+    factor: int = 1            # multi-formation factor (IEM's data augmentation)
+    network: str = "fresh"     # θ_init: fresh | fixed | pool | early
+    pool_size: int = 4
+    early_steps: int = 50
+    perturb: str = "none"      # network augmentation: none | filter | layer | element
+    alpha: float = 0.0
+    backbone: str = "convnet"
+    checkpoint_every: int = 25
+
+
+@dataclass
+class CondenseTask:
+    """The data and run context a method condenses."""
+
+    train: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    progress: bool = True
+    checkpoint: Path | None = None
+    resume: bool = False
+    stop_after: int | None = None   # stop (as if killed) after this many iterations; for tests
+
+    def class_indices(self) -> list[torch.Tensor]:
+        return [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]
+
+    def initial_set(self, ipc: int, factor: int = 1) -> SyntheticSet:
+        """Random real images (tiled when factor > 1); the same draw for every method."""
+        return SyntheticSet.from_real(self.train.images, self.train.labels, ipc, self.num_classes,
+                                      generator(self.seed, "init", factor), factor)
+
+
+@dataclass
+class CondenseResult:
+    synthetic: SyntheticSet
+    history: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class Interrupted(RuntimeError):
+    """Raised when ``stop_after`` ends a run early (it simulates a killed process)."""
+
+
+def load_checkpoint(task: CondenseTask, fingerprint: str) -> dict | None:
+    """The saved state of this exact run, or None when there is nothing to resume."""
+    if not (task.resume and task.checkpoint and task.checkpoint.exists()):
+        return None
+    try:
+        state = torch.load(task.checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise ValueError(f"corrupt checkpoint {task.checkpoint}: {error}") from error
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(f"checkpoint {task.checkpoint} belongs to another configuration; "
+                         "delete it or run without --resume")
+    return state
+
+
+def fingerprint(method: str, task: CondenseTask, settings: CondenseSettings) -> str:
+    """Identifies a run: method, settings, seed and the exact training images."""
+    digest = hash_tensor(task.train.indices)
+    return json.dumps({"method": method, "seed": task.seed, "train": digest, **asdict(settings)},
+                      sort_keys=True)
+
+
+def hash_tensor(tensor: torch.Tensor) -> str:
+    import hashlib
+    return hashlib.sha256(tensor.cpu().numpy().tobytes()).hexdigest()
+
+
+LossFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+
+
+def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
+                    synthetic: SyntheticSet, loss_fn: LossFn, *, saved: dict | None = None,
+                    extra_state: dict[str, Any] | None = None) -> list[float]:
+    """SGD with momentum on the stored images for ``settings.iterations`` iterations.
+
+    ``loss_fn(images, iteration, generator)`` returns the loss of one iteration. The gradient is
+    scaled by std² per channel, so a step of ``lr`` in [0, 1] pixels equals a step of ``lr`` on
+    normalised images (where DM's lr 1.0 was tuned). Images are clamped to [0, 1] after each step.
+    """
+    images = synthetic.images.clone().to(task.device).requires_grad_(True)
+    optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
+    scale = torch.tensor(task.std, device=task.device).view(1, -1, 1, 1) ** 2
+    history: list[float] = []
+    start = 0
+    if saved is not None:
+        with torch.no_grad():
+            images.copy_(saved["images"])
+        optimiser.load_state_dict(saved["optimiser"])
+        history, start = list(saved["history"]), int(saved["iteration"])
+    key = fingerprint(method, task, settings)
+    bar = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations,
+               desc=f"{method} condensation", disable=not task.progress, leave=False)
+    for iteration in bar:
+        if task.stop_after is not None and iteration >= task.stop_after:
+            raise Interrupted(f"stopped after {iteration} iterations")
+        loss = loss_fn(images, iteration, generator(task.seed, method, "iteration", iteration))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        images.grad.mul_(scale)
+        optimiser.step()
+        with torch.no_grad():
+            images.clamp_(0, 1)
+        history.append(loss.item())
+        bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
+        done = iteration + 1
+        if task.checkpoint and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            atomic_save({"fingerprint": key, "iteration": done, "images": images.detach().cpu(),
+                         "optimiser": optimiser.state_dict(), "history": history,
+                         **(extra_state or {})}, task.checkpoint)
+    synthetic.images = images.detach().cpu()
+    return history
+
+
+def timed(run: Callable[[], CondenseResult]) -> CondenseResult:
+    """Run a method and record its wall-clock seconds."""
+    start = time.perf_counter()
+    result = run()
+    result.seconds = time.perf_counter() - start
+    return result

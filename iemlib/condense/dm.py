@@ -1,0 +1,88 @@
+"""DM: dataset condensation with distribution matching (Zhao & Bilen, 2023).
+
+Each iteration draws a network, and for every class matches the mean embedding of a real batch
+with that of the class's synthetic images, both under the same siamese DSA transform. The loss
+is the sum over classes of the squared L2 distance between the means.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..augment import DSA
+from ..models import build_backbone
+from ..seeding import seeded
+from ..synthetic import SyntheticSet
+from ..training import as_float
+from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
+                   fingerprint, optimise_images, timed)
+
+# network_for(iteration, generator) -> a frozen embedding network for that iteration
+NetworkSource = Callable[[int, torch.Generator], nn.Module]
+
+
+def random_network(task: CondenseTask, settings: CondenseSettings, *parts: object) -> nn.Module:
+    """A randomly initialised backbone, seeded by (seed, parts), frozen, on the task's device."""
+    channels, size = task.train.images.shape[1], task.train.images.shape[-1]
+    with seeded(task.seed, *parts):
+        net = build_backbone(settings.backbone, channels=channels, image_size=size,
+                             mean=task.mean, std=task.std)
+    return freeze(net.to(task.device))
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net
+
+
+def class_means(embeddings: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    return torch.stack([chunk.mean(dim=0) for chunk in embeddings.split(sizes)])
+
+
+def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: SyntheticSet,
+                  members: list[torch.Tensor], dsa: DSA, net: nn.Module, images: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Σ_c ‖mean ψ(a(real_c)) − mean ψ(a(syn_c))‖² with one siamese transform a per class."""
+    real, fake = [], []
+    for c, indices in enumerate(members):
+        chosen = indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]]
+        batch = as_float(task.train.images[chosen]).to(task.device)
+        syn = synthetic.decode_class(images, c)
+        params = dsa.sample(1, generator, siamese=True)
+        real.append(dsa(batch, params.expand(len(batch))))
+        fake.append(dsa(syn, params.expand(len(syn))))
+    with torch.no_grad():
+        real_means = class_means(net(torch.cat(real)), [len(r) for r in real])
+    fake_means = class_means(net(torch.cat(fake)), [len(f) for f in fake])
+    return ((real_means - fake_means) ** 2).sum()
+
+
+def distribution_matching(method: str, task: CondenseTask, settings: CondenseSettings,
+                          network_for: NetworkSource, saved: dict | None = None,
+                          extra_state: dict | None = None) -> CondenseResult:
+    """The DM loop shared by DM and IEM: one network an iteration, all classes, one image step."""
+    synthetic = task.initial_set(settings.ipc, settings.factor)
+    members = task.class_indices()
+    dsa = DSA(mean=task.mean, std=task.std)
+
+    def loss_fn(images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
+        net = network_for(iteration, generator)
+        return matching_loss(task, settings, synthetic, members, dsa, net, images, generator)
+
+    history = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
+                              extra_state=extra_state)
+    info = {"resumed_from": int(saved["iteration"]) if saved else 0}
+    return CondenseResult(synthetic, history, info=info)
+
+
+def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
+    """DM: a fresh random network every iteration, no multi-formation."""
+    saved = load_checkpoint(task, fingerprint("dm", task, settings))
+    return timed(lambda: distribution_matching(
+        "dm", task, settings, lambda r, g: random_network(task, settings, "dm-network", r), saved))
+

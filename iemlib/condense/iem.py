@@ -1,0 +1,126 @@
+"""IEM: information-intensive feature-embedding matching (Feng et al.).
+
+IEM = DM in the feature-embedding space
+    + network augmentation: every iteration perturbs the initial network,
+      θ_aug = θ_init + α·d with d Gaussian rescaled to the weights' norm (Eq. 4);
+    + data augmentation: multi-formation, f×f real images assembled into each synthetic image
+      (Eq. 5), decoded back to f² training images.
+
+What θ_init is, the paper leaves open; ``settings.network`` chooses it:
+``fresh`` a new random network each iteration (the literal DM reading), ``fixed`` one random
+network, ``pool`` a pool of random networks, ``early`` a pool of networks briefly trained on the
+real training set (the early-stage models of model augmentation [21]).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..seeding import generator as make_generator
+from ..seeding import seeded
+from ..training import fit
+from .base import CondenseResult, CondenseSettings, CondenseTask, fingerprint, load_checkpoint, timed
+from .dm import distribution_matching, freeze, random_network
+
+PERTURB_MODES = ("none", "filter", "layer", "element")
+NETWORK_SOURCES = ("fresh", "fixed", "pool", "early")
+
+
+def perturbation(weight: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """A Gaussian direction d scaled to the weight's norm (per filter, per layer or per element).
+
+    Weights with fewer than two dimensions (biases, norm affines) get no perturbation, as in
+    filter-normalised loss-landscape directions.
+    """
+    if mode == "none" or weight.ndim < 2:
+        return torch.zeros_like(weight)
+    d = torch.randn(weight.shape, generator=generator).to(weight)
+    if mode == "filter":
+        dims = tuple(range(1, weight.ndim))
+        scale = torch.linalg.vector_norm(weight, dim=dims, keepdim=True)
+        return d * scale / torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+    if mode == "layer":
+        return d * weight.norm() / d.norm()
+    if mode == "element":
+        return d * weight.abs()
+    raise ValueError(f"unknown perturbation mode {mode!r}: choose from {PERTURB_MODES}")
+
+
+def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator) -> nn.Module:
+    """A frozen copy of ``net`` with θ + α·d."""
+    augmented = copy.deepcopy(net)
+    with torch.no_grad():
+        for parameter in augmented.parameters():
+            parameter.add_(perturbation(parameter, mode, generator), alpha=alpha)
+    return freeze(augmented)
+
+
+class _Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone, self.fc = backbone, nn.Linear(backbone.embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+
+def early_network(task: CondenseTask, settings: CondenseSettings, index: int) -> nn.Module:
+    """A backbone trained ``early_steps`` steps (cross-entropy, DSA) on the real training set."""
+    from ..augment import DSA
+
+    backbone = random_network(task, settings, "iem-network", index)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(True)
+    with seeded(task.seed, "early-classifier", index):
+        model = _Classifier(backbone, task.num_classes)
+    dsa = DSA(mean=task.mean, std=task.std)
+    fit(model, task.train.images, task.train.labels,
+        lambda m, x, y, g: F.cross_entropy(m(dsa.augment(x, g)), y),
+        steps=settings.early_steps, batch_size=256, lr=1e-3,
+        generator=make_generator(task.seed, "early-network", index), device=task.device,
+        progress=task.progress, desc=f"early network {index + 1}/{settings.pool_size}")
+    return freeze(backbone)
+
+
+def initial_networks(task: CondenseTask, settings: CondenseSettings) -> list[nn.Module]:
+    """The fixed θ_init networks (none for ``fresh``)."""
+    if settings.network == "fresh":
+        return []
+    if settings.network == "fixed":
+        return [random_network(task, settings, "iem-network", 0)]
+    if settings.network == "pool":
+        return [random_network(task, settings, "iem-network", i) for i in range(settings.pool_size)]
+    if settings.network == "early":
+        return [early_network(task, settings, i) for i in range(settings.pool_size)]
+    raise ValueError(f"unknown network source {settings.network!r}: choose from {NETWORK_SOURCES}")
+
+
+def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
+    """IEM with the settings' network source, perturbation (mode, α) and factor."""
+    if settings.perturb not in PERTURB_MODES:
+        raise ValueError(f"unknown perturbation mode {settings.perturb!r}: choose from {PERTURB_MODES}")
+    saved = load_checkpoint(task, fingerprint("iem", task, settings))
+
+    def run() -> CondenseResult:
+        networks = initial_networks(task, settings)
+        if saved is not None:  # trained networks come back exactly as they were
+            for net, state in zip(networks, saved["networks"]):
+                net.load_state_dict(state)
+
+        def network_for(iteration: int, generator: torch.Generator) -> nn.Module:
+            if networks:
+                base = networks[int(torch.randint(len(networks), (1,), generator=generator))]
+            else:
+                base = random_network(task, settings, "iem-network", "fresh", iteration)
+            if settings.perturb == "none" or settings.alpha == 0:
+                return base
+            return perturb(base, settings.alpha, settings.perturb, generator)
+
+        extra = {"networks": [net.state_dict() for net in networks]}
+        return distribution_matching("iem", task, settings, network_for, saved, extra)
+
+    return timed(run)

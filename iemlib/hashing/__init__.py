@@ -1,0 +1,5 @@
+"""Deep hashing: losses (DHD), one trainer and one encoder."""
+
+from .trainer import LOSSES, HashingSettings, encode, train_hashing
+
+__all__ = ["LOSSES", "HashingSettings", "encode", "train_hashing"]

@@ -1,0 +1,54 @@
+"""The one hashing trainer: a fresh hashing network trained on any image set, and its encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..models import HashNet, build_backbone
+from ..seeding import generator, seeded
+from ..training import fit, predict
+from .dhd import DHDLoss
+
+LOSSES = {"dhd": DHDLoss}
+
+
+@dataclass(frozen=True)
+class HashingSettings:
+    """How the hashing network is trained."""
+
+    loss: str = "dhd"
+    backbone: str = "convnet"
+    steps: int = 400
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+
+
+def train_hashing(images: torch.Tensor, labels: torch.Tensor, *, bits: int, num_classes: int,
+                  mean: Sequence[float], std: Sequence[float], settings: HashingSettings,
+                  seed: int, device: torch.device | str = "cpu",
+                  progress: bool = True) -> tuple[HashNet, list[float]]:
+    """Train a freshly initialised hashing network; returns it and its per-step losses."""
+    if settings.loss not in LOSSES:
+        raise ValueError(f"unknown hashing method {settings.loss!r}: choose from {sorted(LOSSES)}")
+    with seeded(seed, "hash-network"):
+        backbone = build_backbone(settings.backbone, channels=images.shape[1],
+                                  image_size=images.shape[-1], mean=mean, std=std)
+        net = HashNet(backbone, bits)
+        objective = LOSSES[settings.loss](bits, num_classes, mean=mean, std=std).to(device)
+    losses = fit(net, images, labels, objective, steps=settings.steps,
+                 batch_size=settings.batch_size, lr=settings.lr,
+                 weight_decay=settings.weight_decay, generator=generator(seed, "hash-training"),
+                 device=device, extra_parameters=list(objective.parameters()),
+                 progress=progress, desc=f"{settings.loss} training")
+    return net, losses
+
+
+def encode(net: HashNet, images: torch.Tensor, *, device: torch.device | str = "cpu",
+           batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+    """±1 codes (float, N×K) for uint8 or [0, 1] images."""
+    codes = predict(net, images, batch_size=batch_size, device=device, progress=progress)
+    return torch.where(codes >= 0, 1.0, -1.0)

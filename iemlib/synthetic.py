@@ -1,0 +1,115 @@
+"""SyntheticSet: a parameterised synthetic training set.
+
+The stored images are learnable tensors in [0, 1]. With a multi-formation factor f each stored
+image holds f×f tiles, and ``decode`` turns it into f² full-size training images (IDC, and the
+"data augmentation" of IEM's Eq. 5). With f = 1 the stored images are the training images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .augment import decode_tiles, encode_tiles
+
+FORMAT_VERSION = 1
+
+
+class SyntheticSet:
+    """``ipc`` stored images a class (class-major order), their labels and the factor."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, factor: int = 1,
+                 image_size: int | None = None):
+        if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"images must be N×C×H×W with N labels, got {tuple(images.shape)} "
+                             f"and {tuple(labels.shape)} labels")
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.images = images.float()
+        self.labels = labels.long()
+        self.factor = factor
+        self.image_size = image_size or images.shape[-1]
+
+    @classmethod
+    def from_real(cls, images: torch.Tensor, labels: torch.Tensor, ipc: int, num_classes: int,
+                  generator: torch.Generator, factor: int = 1) -> "SyntheticSet":
+        """Initialise from randomly chosen real images: ipc·f² a class, tiled f×f per image."""
+        stored, stored_labels = [], []
+        per_image = factor * factor
+        for c in range(num_classes):
+            members = torch.nonzero(labels == c).flatten()
+            need = ipc * per_image
+            if need > len(members):
+                raise ValueError(f"class {c} has {len(members)} images; {ipc} a class with factor "
+                                 f"{factor} needs {need}")
+            chosen = members[torch.randperm(len(members), generator=generator)[:need]]
+            pixels = images[chosen].float() / (255.0 if images.dtype == torch.uint8 else 1.0)
+            stored.append(encode_tiles(pixels, factor).clamp(0, 1))
+            stored_labels.append(torch.full((ipc,), c, dtype=torch.long))
+        return cls(torch.cat(stored), torch.cat(stored_labels), factor, images.shape[-1])
+
+    @property
+    def ipc(self) -> int:
+        """Stored images per class."""
+        return len(self.labels) // max(1, int(self.labels.max()) + 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def decode(self, images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images (N·f² × C × S × S) and their labels.
+
+        ``images`` lets a caller decode a differentiable copy (e.g. one class's slice).
+        """
+        stored = self.images if images is None else images
+        return decode_tiles(stored, self.factor, self.image_size), self.labels.repeat_interleave(self.factor ** 2)
+
+    def decode_class(self, images: torch.Tensor, c: int) -> torch.Tensor:
+        """The decoded training images of class c from a stored tensor laid out like ``images``."""
+        mask = self.labels == c
+        return decode_tiles(images[mask], self.factor, self.image_size)
+
+    def state(self, dtype: torch.dtype = torch.float32) -> dict:
+        """A dict of plain tensors and numbers (loadable with ``weights_only=True``)."""
+        images = self.images.detach().cpu()
+        if dtype == torch.uint8:
+            images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        else:
+            images = images.to(dtype)
+        return {"version": FORMAT_VERSION, "images": images, "labels": self.labels.cpu(),
+                "factor": self.factor, "image_size": self.image_size}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SyntheticSet":
+        images = state["images"]
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return cls(images, state["labels"], int(state["factor"]), int(state["image_size"]))
+
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
+        """Write atomically; ``dtype`` uint8 or float16 gives a compact file for display."""
+        atomic_save(self.state(dtype), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SyntheticSet":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return cls.from_state(state)
+        except (KeyError, RuntimeError, EOFError, ValueError) as error:
+            raise ValueError(f"not a readable synthetic set: {path} ({error})") from error
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,70 @@
+"""The one training loop every model in the library is trained with, and batched inference."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+# objective(model, images in [0, 1], labels, generator) -> scalar loss
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels → float in [0, 1]; float images pass through."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
+def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator):
+    """``steps`` batches of indices, walking through fresh permutations of range(n)."""
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < min(batch_size, n):
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        take = min(batch_size, n)
+        yield order[:take]
+        order = order[take:]
+
+
+def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective: Objective, *,
+        steps: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+        generator: torch.Generator, device: torch.device | str = "cpu",
+        extra_parameters: list[nn.Parameter] | None = None, progress: bool = True,
+        desc: str = "train") -> list[float]:
+    """Adam with a cosine schedule for ``steps`` mini-batches; returns the loss of every step."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+    model.to(device).train()
+    parameters = list(model.parameters()) + list(extra_parameters or [])
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    losses = []
+    bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
+               disable=not progress, leave=False)
+    for index in bar:
+        x = as_float(images[index]).to(device)
+        loss = objective(model, x, labels[index].to(device), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
+            device: torch.device | str = "cpu", progress: bool = False,
+            desc: str = "encode") -> torch.Tensor:
+    """Run ``model`` over ``images`` in batches without gradients; outputs on the CPU."""
+    model.to(device).eval()
+    chunks = range(0, len(images), batch_size)
+    outputs = [model(as_float(images[i:i + batch_size]).to(device)).float().cpu()
+               for i in tqdm(chunks, desc=desc, disable=not progress, leave=False)]
+    return torch.cat(outputs)

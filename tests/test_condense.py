@@ -1,0 +1,113 @@
+"""Condensation: registry, perturbation, matching loss, and resumable runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from iemlib.condense import METHODS, CondenseSettings, CondenseTask, Interrupted, condense
+from iemlib.condense.dm import class_means
+from iemlib.condense.iem import perturb, perturbation
+from iemlib.models import ConvNet
+
+
+def make_task(protocol, **kwargs) -> CondenseTask:
+    return CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
+                        seed=0, progress=False, **kwargs)
+
+
+SMALL = CondenseSettings(ipc=2, iterations=6, real_batch=8, checkpoint_every=2, early_steps=2,
+                         pool_size=2)
+
+
+def test_registry_has_the_three_methods_and_rejects_unknown(tiny_protocol):
+    assert {"random", "dm", "iem"} <= set(METHODS)
+    with pytest.raises(ValueError, match="unknown condensation method"):
+        condense("nope", make_task(tiny_protocol), SMALL)
+
+
+def test_random_returns_real_images_of_each_class(tiny_protocol):
+    result = condense("random", make_task(tiny_protocol), SMALL)
+    synthetic = result.synthetic
+    assert synthetic.labels.tolist() == sorted([c for c in range(10) for _ in range(2)])
+    real = tiny_protocol.train.images.float() / 255
+    for image, label in zip(synthetic.images, synthetic.labels):
+        matches = (real - image).abs().flatten(1).amax(1) < 1e-6
+        assert matches.any() and (tiny_protocol.train.labels[matches] == label).all()
+
+
+@pytest.mark.parametrize("mode", ["filter", "layer", "element"])
+def test_perturbation_is_scaled_to_the_weights(mode):
+    weight = torch.randn(6, 3, 3, 3) * torch.arange(1, 7).view(6, 1, 1, 1)
+    d = perturbation(weight, mode, torch.Generator().manual_seed(0))
+    if mode == "filter":
+        torch.testing.assert_close(d.flatten(1).norm(dim=1), weight.flatten(1).norm(dim=1))
+    elif mode == "layer":
+        torch.testing.assert_close(d.norm(), weight.norm())
+    else:
+        assert torch.all(d.abs() <= weight.abs() * 10) and torch.all((weight == 0) <= (d == 0))
+    assert not perturbation(torch.randn(6), mode, torch.Generator()).any()  # biases untouched
+
+
+def test_perturb_copies_and_moves_weights_by_alpha():
+    net = ConvNet(width=8)
+    moved = perturb(net, 0.1, "filter", torch.Generator().manual_seed(1))
+    conv, conv_moved = net.features[1].weight, moved.features[1].weight
+    ratio = (conv_moved - conv).flatten(1).norm(dim=1) / conv.flatten(1).norm(dim=1)
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.1))
+    assert not any(p.requires_grad for p in moved.parameters())
+    with pytest.raises(ValueError, match="perturbation mode"):
+        perturbation(conv, "sideways", torch.Generator())
+
+
+def test_class_means_against_a_loop():
+    x = torch.randn(7, 4)
+    means = class_means(x, [3, 4])
+    torch.testing.assert_close(means, torch.stack([x[:3].mean(0), x[3:].mean(0)]))
+
+
+@pytest.mark.parametrize("method,settings", [
+    ("dm", SMALL),
+    ("iem", replace(SMALL, factor=2, network="fixed", perturb="filter", alpha=0.05)),
+])
+def test_matching_reduces_the_loss(tiny_protocol, method, settings):
+    result = condense(method, make_task(tiny_protocol), replace(settings, iterations=12))
+    first, last = sum(result.history[:3]), sum(result.history[-3:])
+    assert last < first
+    assert result.synthetic.images.min() >= 0 and result.synthetic.images.max() <= 1
+
+
+@pytest.mark.parametrize("method,settings", [
+    ("dm", SMALL),
+    ("iem", replace(SMALL, factor=2, network="early", perturb="filter", alpha=0.05)),
+])
+def test_resume_reaches_the_uninterrupted_result(tiny_protocol, tmp_path, method, settings):
+    straight = condense(method, make_task(tiny_protocol), settings)
+    checkpoint = tmp_path / "run.ckpt.pt"
+    with pytest.raises(Interrupted):
+        condense(method, make_task(tiny_protocol, checkpoint=checkpoint, stop_after=3), settings)
+    assert checkpoint.exists()
+    resumed = condense(method, make_task(tiny_protocol, checkpoint=checkpoint, resume=True), settings)
+    assert resumed.info["resumed_from"] == 2  # the last checkpoint before the "kill"
+    assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
+    assert resumed.history == straight.history
+
+
+def test_resume_refuses_another_configuration_and_corrupt_files(tiny_protocol, tmp_path):
+    checkpoint = tmp_path / "run.ckpt.pt"
+    condense("dm", make_task(tiny_protocol, checkpoint=checkpoint), SMALL)
+    with pytest.raises(ValueError, match="another configuration"):
+        condense("dm", make_task(tiny_protocol, checkpoint=checkpoint, resume=True),
+                 replace(SMALL, lr=0.5))
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        condense("dm", make_task(tiny_protocol, checkpoint=checkpoint, resume=True), SMALL)
+
+
+def test_same_seed_same_synthetic_set(tiny_protocol):
+    settings = replace(SMALL, iterations=3)
+    a = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
+    b = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
+    assert torch.equal(a.synthetic.images, b.synthetic.images)
