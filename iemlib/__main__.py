@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .condense import Interrupted
 from .data import DatasetError
-from .experiment import Config, run, write_record
+from .experiment import Config, record_path, run, write_record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,14 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run_parser = commands.add_parser("run", help="condense, train, evaluate, write a record")
     _add_config_options(run_parser)
-    run_parser.add_argument("--out", type=Path, required=True, help="the JSON record to write")
+    run_parser.add_argument("--out", type=Path, default=None,
+                            help="the JSON record to write (default: the results cache)")
+    run_parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                            help="the results cache used when --out is not given")
     run_parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     run_parser.add_argument("--checkpoint", type=Path, default=None,
                             help="condensation checkpoint (default: OUT with .ckpt.pt)")
     run_parser.add_argument("--resume", action="store_true",
                             help="continue from the checkpoint of a killed run")
-    run_parser.add_argument("--save-synthetic", type=Path, default=None,
-                            help="also write the synthetic set (uint8) here")
     run_parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -48,20 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(Config)}
-    checkpoint = args.checkpoint or args.out.with_suffix(".ckpt.pt")
     try:
         config = Config(**values).resolved()
+        out = args.out or record_path(config, args.results_dir)
+        checkpoint = args.checkpoint or out.with_suffix(".ckpt.pt")
         record = run(config, device=args.device, checkpoint=checkpoint, resume=args.resume,
-                     synthetic_out=args.save_synthetic, progress=not args.quiet)
+                     synthetic_out=out.with_suffix(".pt"), progress=not args.quiet)
     except (ValueError, DatasetError, Interrupted) as error:
         print(f"iemlib: error: {error}", file=sys.stderr)
         return 2
-    write_record(record, args.out)
+    write_record(record, out)
     checkpoint.unlink(missing_ok=True)
     metrics = record["metrics"]
     print(f"{config.method} ipc={config.ipc} bits={config.bits} {config.hash} [{config.profile}] "
           f"mAP@all {metrics['map']:.4f}  mAP@1000 {metrics['map_at_1000']:.4f}  "
-          f"P@100 {metrics['precision_at_100']:.4f}  -> {args.out}")
+          f"P@100 {metrics['precision_at_100']:.4f}  -> {out}")
     return 0
 
 

@@ -158,6 +158,8 @@ def encode_tiles(images: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return images
     n, c, h, w = images.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}×{w} is not divisible by the factor {factor}")
     if n % (factor * factor):
         raise ValueError(f"{n} images cannot be tiled in groups of {factor * factor}")
     small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear",

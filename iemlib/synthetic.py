@@ -8,6 +8,7 @@ image holds f×f tiles, and ``decode`` turns it into f² full-size training imag
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -97,7 +98,8 @@ class SyntheticSet:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             return cls.from_state(state)
-        except (KeyError, RuntimeError, EOFError, ValueError) as error:
+        except (KeyError, TypeError, RuntimeError, EOFError, ValueError,
+                pickle.UnpicklingError) as error:
             raise ValueError(f"not a readable synthetic set: {path} ({error})") from error
 
 

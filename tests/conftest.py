@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers on two cores: more threads would thrash
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,0 +1,191 @@
+"""Tests for iemlib.models against manual computations with the models' own parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iemlib.models import ConvNet, HashHead, HashNet, Normalize, build_backbone
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def _instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps=1e-5):
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+
+def _manual_convnet(net: ConvNet, x: torch.Tensor, mean, std) -> torch.Tensor:
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    h = x.clone()
+    for c in range(3):
+        h[:, c] = (x[:, c] - mean[c]) / std[c]
+    for conv, norm in zip(convs, norms):
+        h = F.conv2d(h, conv.weight, conv.bias, padding=1)
+        h = _instance_norm(h, norm.weight, norm.bias)
+        h = torch.clamp(h, min=0)
+        n, c, height, width = h.shape
+        h = h.reshape(n, c, height // 2, 2, width // 2, 2).mean(dim=(3, 5))
+    return h.reshape(len(h), -1)
+
+
+# --------------------------------------------------------------------------- #
+# ConvNet
+# --------------------------------------------------------------------------- #
+def test_convnet3_default_embedding_is_2048():
+    torch.manual_seed(0)
+    net = ConvNet()
+    assert net.embed_dim == 128 * 4 * 4 == 2048
+    out = net(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 2048)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 3
+
+
+@pytest.mark.parametrize("width, depth, size, expected", [
+    (64, 2, 32, 64 * 8 * 8),
+    (16, 1, 32, 16 * 16 * 16),
+    (8, 4, 32, 8 * 2 * 2),
+    (32, 3, 64, 32 * 8 * 8),
+    (8, 3, 24, 8 * 3 * 3),
+])
+def test_convnet_width_depth_size(width, depth, size, expected):
+    torch.manual_seed(0)
+    net = ConvNet(width=width, depth=depth, image_size=size)
+    assert net.embed_dim == expected
+    assert net(torch.rand(2, 3, size, size)).shape == (2, expected)
+
+
+def test_convnet_matches_manual_forward():
+    torch.manual_seed(0)
+    net = ConvNet(width=6, depth=2, image_size=16, mean=MEAN, std=STD)
+    # Non-trivial affine parameters in the instance norms, so they must be used.
+    for m in net.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(net(x), _manual_convnet(net, x, MEAN, STD), atol=1e-5, rtol=1e-4)
+
+
+def test_convnet_instance_norm_is_per_image():
+    # Instance norm: an image's embedding does not depend on the rest of the batch.
+    torch.manual_seed(0)
+    net = ConvNet(width=8, depth=2, image_size=16)
+    x = torch.rand(4, 3, 16, 16)
+    torch.testing.assert_close(net(x)[1:2], net(x[1:2]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size, depth", [(30, 3), (20, 3), (33, 1), (12, 3)])
+def test_convnet_rejects_indivisible_size(size, depth):
+    with pytest.raises(ValueError, match="divisible"):
+        ConvNet(depth=depth, image_size=size)
+
+
+@pytest.mark.parametrize("kwargs", [{"depth": 0}, {"width": 0}])
+def test_convnet_rejects_bad_width_depth(kwargs):
+    with pytest.raises(ValueError):
+        ConvNet(**kwargs)
+
+
+def test_convnet_channels():
+    torch.manual_seed(0)
+    net = ConvNet(channels=1, width=8, depth=2, image_size=8, mean=(0.5,), std=(0.25,))
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 8 * 2 * 2)
+
+
+# --------------------------------------------------------------------------- #
+# Normalize
+# --------------------------------------------------------------------------- #
+def test_normalize_matches_formula():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 5, 7)
+    out = Normalize(MEAN, STD)(x)
+    for n in range(4):
+        for c in range(3):
+            expected = (x[n, c] - MEAN[c]) / STD[c]
+            torch.testing.assert_close(out[n, c], expected, atol=1e-6, rtol=1e-6)
+    assert out.shape == x.shape
+
+
+def test_normalize_has_buffers_not_parameters():
+    norm = Normalize(MEAN, STD)
+    assert set(norm.state_dict()) == {"mean", "std"}
+    assert not list(norm.parameters())
+
+
+# --------------------------------------------------------------------------- #
+# hash head and hash net
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("bits", [16, 32, 64])
+def test_hashnet_codes_in_open_interval(bits):
+    torch.manual_seed(0)
+    net = HashNet(ConvNet(width=16, depth=3, image_size=32), bits)
+    codes = net(torch.rand(5, 3, 32, 32))
+    assert codes.shape == (5, bits)
+    assert net.bits == bits
+    assert torch.isfinite(codes).all()
+    assert (codes > -1).all() and (codes < 1).all()
+
+
+@torch.no_grad()
+def test_hash_head_linear_has_no_bias_and_layer_norm_then_tanh():
+    torch.manual_seed(0)
+    head = HashHead(20, 12)
+    assert head.linear.bias is None
+    assert head.linear.weight.shape == (12, 20)
+    head.norm.weight.data.uniform_(0.5, 2.0)
+    head.norm.bias.data.uniform_(-0.5, 0.5)
+    z = torch.randn(6, 20) * 3
+    y = z @ head.linear.weight.T
+    mu = y.mean(dim=1, keepdim=True)
+    var = ((y - mu) ** 2).mean(dim=1, keepdim=True)
+    expected = torch.tanh((y - mu) / torch.sqrt(var + 1e-5) * head.norm.weight + head.norm.bias)
+    torch.testing.assert_close(head(z), expected, atol=1e-6, rtol=1e-5)
+    # Elementwise for one entry, in plain Python.
+    row = y[0].tolist()
+    m = sum(row) / len(row)
+    v = sum((a - m) ** 2 for a in row) / len(row)
+    first = math.tanh((row[0] - m) / math.sqrt(v + 1e-5) * float(head.norm.weight[0])
+                      + float(head.norm.bias[0]))
+    assert abs(float(head(z)[0, 0]) - first) < 1e-5
+
+
+def test_hashnet_is_head_after_backbone():
+    torch.manual_seed(0)
+    backbone = ConvNet(width=8, depth=2, image_size=16)
+    net = HashNet(backbone, 8)
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(net(x), net.head(backbone(x)))
+    assert net.head.linear.in_features == backbone.embed_dim
+
+
+@pytest.mark.parametrize("bits", [0, -1])
+def test_bits_must_be_positive(bits):
+    with pytest.raises(ValueError, match="bits"):
+        HashHead(16, bits)
+    with pytest.raises(ValueError, match="bits"):
+        HashNet(ConvNet(width=4, depth=1, image_size=8), bits)
+
+
+# --------------------------------------------------------------------------- #
+# build_backbone
+# --------------------------------------------------------------------------- #
+def test_build_backbone_convnet():
+    net = build_backbone("convnet", channels=3, image_size=32, mean=MEAN, std=STD)
+    assert isinstance(net, ConvNet) and net.embed_dim == 2048
+    norm = net.features[0]
+    assert isinstance(norm, Normalize)
+    torch.testing.assert_close(norm.mean.flatten(), torch.tensor(MEAN))
+    torch.testing.assert_close(norm.std.flatten(), torch.tensor(STD))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "ConvNet", ""])
+def test_build_backbone_unknown_name(name):
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone(name, channels=3, image_size=32, mean=MEAN, std=STD)
