@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from . import __version__
 from .condense import METHODS, PINNED, CondenseSettings, CondenseTask, condense
 from .data import Protocol, load_protocol
+from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
 from .retrieval import mean_average_precision, precision_at_k
 
@@ -40,8 +40,10 @@ PROFILES: dict[str, dict] = {
                   early_steps=200, pool_size=10, hash_steps=5000, hash_batch=256),
 }
 
-# IEM's own defaults: network augmentation on, multi-formation factor 2 (3 above 64 px).
-IEM_DEFAULTS = dict(network="fixed", perturb="filter", alpha=0.05)
+# IEM's own defaults: network augmentation on (a fresh random θ_init each iteration, perturbed
+# filter-wise with α 0.05), multi-formation factor 2 (3 above 64 px). `fresh` won over `pool`,
+# `early` and `fixed` in the cpu profile (CIFAR-10, 10 img/cls, 32 bits, seed 0; chapter 02).
+IEM_DEFAULTS = dict(network="fresh", perturb="filter", alpha=0.05)
 
 
 @dataclass(frozen=True)
@@ -214,17 +216,8 @@ def run(config: Config, *, device: str = "auto", checkpoint: Path | None = None,
 
 
 def write_record(record: dict, path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=1)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a record as JSON, atomically."""
+    atomic_write(path, lambda stream: stream.write(json.dumps(record, indent=1) + "\n"), binary=False)
 
 
 def record_path(config: Config, results_dir: Path) -> Path:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-from pathlib import Path
 
 import torch
 
 from .augment import decode_tiles, encode_tiles
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -104,14 +103,5 @@ class SyntheticSet:
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, atomically."""
+    atomic_write(path, lambda stream: torch.save(obj, stream))

@@ -35,6 +35,7 @@ seed = 0
 device = "auto"
 ipc = 10               # synthetic images a class
 bits = 32
+network_sources = ("fresh", "fixed", "pool", "early")  # what θ_init is (see the last section)
 results_dir = "results"
 
 # %%
@@ -211,3 +212,30 @@ plt.show()
 # At this profile the ordering is the paper's question: does IEM beat DM, and DM beat Random?
 # The absolute level depends on how long the hashing network trains (the `cpu` profile trains
 # 400 steps); the `paper` profile on a GPU uses the full schedule.
+#
+# ## What is θ_init?
+# Algorithm 1 perturbs "the initial network" every iteration but never says whether that is one
+# network or a new one each time. DM draws a fresh random network every iteration, and a
+# perturbed random network is just another random network, so the literal reading may add
+# nothing. The library offers four readings (`--network`), each perturbed filter-wise with the
+# same α: `fresh` (a new random network each iteration), `fixed` (one random network), `pool`
+# (a small pool of random networks), and `early` (a pool of networks trained briefly on the
+# real training set, the early-stage models of the model-augmentation work IEM cites). All
+# other settings are IEM's. The row "no NA" switches the perturbation off (multi-formation
+# only), and DM has neither augmentation.
+
+# %% tags=["nbval-ignore-output"]
+variants = {n: dict(network=n) for n in network_sources}
+variants["no NA"] = dict(network="fresh", perturb="none")  # DM + multi-formation only
+sources = {n: Config(method="iem", ipc=ipc, bits=bits, profile=profile, seed=seed, **v).resolved()
+           for n, v in variants.items()}
+by_source = {n: run_cached(c, results, device=device) for n, c in sources.items()}
+
+# %%
+print(f"IEM by θ_init · CIFAR-10 · {ipc} img/cls · {bits} bits · {hardware}")
+print(f"{'θ_init':8} {'mAP@all':>8} {'mAP@1000':>9}  default")
+for name, record in by_source.items():
+    m = record["metrics"]
+    mark = "*" if sources[name] == iem else ""
+    print(f"{name:8} {m['map']:8.4f} {m['map_at_1000']:9.4f}  {mark}")
+print(f"DM       {records['dm']['metrics']['map']:8.4f} {records['dm']['metrics']['map_at_1000']:9.4f}")

@@ -102,3 +102,17 @@ def test_config_resolution_pins_what_a_method_does_not_use():
     iem = Config(method="iem", profile="cpu").resolved()
     assert iem.factor == 2 and iem.iterations == 200 and iem.resolved() == iem
     assert Config(method="iem", profile="cpu", alpha=0.1).resolved().key() != iem.key()
+
+
+def test_an_image_folder_runs_end_to_end(tmp_path, data_root):
+    folder = data_root / "imagenette-mini"
+    if not folder.is_dir():
+        pytest.skip(f"no ImageFolder data at {folder}")
+    out = tmp_path / "folder.json"
+    args = ["--dataset", str(folder), "--method", "random", "--ipc", "1", "--bits", "8",
+            "--profile", "smoke", "--hash-steps", "2", "--quiet", "--out", str(out)]
+    code, _, stderr = finish(cli(*args, data_root=data_root))
+    assert code == 0, stderr
+    record = json.loads(out.read_text())
+    assert record["config"]["dataset"] == str(folder) and record["config"]["image_size"] == 32
+    assert record["split"]["sizes"] == {"train": 500, "query": 100, "database": 1000}

@@ -8,6 +8,7 @@ of an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ class CondenseSettings:
     lr: float = 1.0            # image step size in normalised units (DM's 1.0)
     momentum: float = 0.5
     factor: int = 1            # multi-formation factor (IEM's data augmentation)
-    network: str = "fresh"     # θ_init: fresh | fixed | pool | early
+    network: str = "fresh"     # θ_init: fresh | fixed | pool | early (see condense.iem)
     pool_size: int = 4
     early_steps: int = 50
     perturb: str = "none"      # network augmentation: none | filter | layer | element
@@ -99,7 +100,6 @@ def fingerprint(method: str, task: CondenseTask, settings: CondenseSettings) -> 
 
 
 def hash_tensor(tensor: torch.Tensor) -> str:
-    import hashlib
     return hashlib.sha256(tensor.cpu().numpy().tobytes()).hexdigest()
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import DSA
 from ..seeding import generator as make_generator
 from ..seeding import seeded
 from ..training import fit
@@ -70,8 +71,6 @@ class _Classifier(nn.Module):
 
 def early_network(task: CondenseTask, settings: CondenseSettings, index: int) -> nn.Module:
     """A backbone trained ``early_steps`` steps (cross-entropy, DSA) on the real training set."""
-    from ..augment import DSA
-
     backbone = random_network(task, settings, "iem-network", index)
     for parameter in backbone.parameters():
         parameter.requires_grad_(True)
