@@ -91,6 +91,7 @@ def test_resume_reaches_the_uninterrupted_result(tiny_protocol, tmp_path, method
     assert checkpoint.exists()
     resumed = condense(method, make_task(tiny_protocol, checkpoint=checkpoint, resume=True), settings)
     assert resumed.info["resumed_from"] == 2  # the last checkpoint before the "kill"
+    assert 0 < resumed.info["seconds_before_resume"] < resumed.seconds  # time before the kill counts
     assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
     assert resumed.history == straight.history
 

@@ -119,12 +119,14 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
     optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
     scale = torch.tensor(task.std, device=task.device).view(1, -1, 1, 1) ** 2
     history: list[float] = []
-    start = 0
+    start, seconds_before = 0, 0.0
     if saved is not None:
         with torch.no_grad():
             images.copy_(saved["images"])
         optimiser.load_state_dict(saved["optimiser"])
         history, start = list(saved["history"]), int(saved["iteration"])
+        seconds_before = float(saved["seconds"])
+    clock = time.perf_counter()
     key = fingerprint(method, task, settings)
     bar = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations,
                desc=f"{method} condensation", disable=not task.progress, leave=False)
@@ -142,16 +144,17 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
         bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
         done = iteration + 1
         if task.checkpoint and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            seconds = seconds_before + time.perf_counter() - clock
             atomic_save({"fingerprint": key, "iteration": done, "images": images.detach().cpu(),
                          "optimiser": optimiser.state_dict(), "history": history,
-                         **(extra_state or {})}, task.checkpoint)
+                         "seconds": seconds, **(extra_state or {})}, task.checkpoint)
     synthetic.images = images.detach().cpu()
     return history
 
 
 def timed(run: Callable[[], CondenseResult]) -> CondenseResult:
-    """Run a method and record its wall-clock seconds."""
+    """Run a method and record its wall-clock seconds (with those spent before a resume)."""
     start = time.perf_counter()
     result = run()
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - start + result.info.get("seconds_before_resume", 0.0)
     return result

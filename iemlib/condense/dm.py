@@ -76,7 +76,8 @@ def distribution_matching(method: str, task: CondenseTask, settings: CondenseSet
 
     history = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
                               extra_state=extra_state)
-    info = {"resumed_from": int(saved["iteration"]) if saved else 0}
+    info = {"resumed_from": int(saved["iteration"]) if saved else 0,
+            "seconds_before_resume": float(saved["seconds"]) if saved else 0.0}
     return CondenseResult(synthetic, history, info=info)
 
 

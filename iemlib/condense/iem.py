@@ -85,17 +85,18 @@ def early_network(task: CondenseTask, settings: CondenseSettings, index: int) ->
     return freeze(backbone)
 
 
-def initial_networks(task: CondenseTask, settings: CondenseSettings) -> list[nn.Module]:
-    """The fixed θ_init networks (none for ``fresh``)."""
-    if settings.network == "fresh":
-        return []
-    if settings.network == "fixed":
-        return [random_network(task, settings, "iem-network", 0)]
-    if settings.network == "pool":
-        return [random_network(task, settings, "iem-network", i) for i in range(settings.pool_size)]
-    if settings.network == "early":
-        return [early_network(task, settings, i) for i in range(settings.pool_size)]
-    raise ValueError(f"unknown network source {settings.network!r}: choose from {NETWORK_SOURCES}")
+def initial_networks(task: CondenseTask, settings: CondenseSettings,
+                     saved: dict | None = None) -> list[nn.Module]:
+    """The θ_init networks (none for ``fresh``); a resumed run takes them from its checkpoint."""
+    if settings.network not in NETWORK_SOURCES:
+        raise ValueError(f"unknown network source {settings.network!r}: choose from {NETWORK_SOURCES}")
+    count = {"fresh": 0, "fixed": 1}.get(settings.network, settings.pool_size)
+    if settings.network == "early" and saved is None:
+        return [early_network(task, settings, i) for i in range(count)]
+    networks = [random_network(task, settings, "iem-network", i) for i in range(count)]
+    for net, state in zip(networks, saved["networks"] if saved else []):
+        net.load_state_dict(state)  # trained networks come back exactly as they were
+    return networks
 
 
 def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
@@ -105,10 +106,7 @@ def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
     saved = load_checkpoint(task, fingerprint("iem", task, settings))
 
     def run() -> CondenseResult:
-        networks = initial_networks(task, settings)
-        if saved is not None:  # trained networks come back exactly as they were
-            for net, state in zip(networks, saved["networks"]):
-                net.load_state_dict(state)
+        networks = initial_networks(task, settings, saved)
 
         def network_for(iteration: int, generator: torch.Generator) -> nn.Module:
             if networks:
