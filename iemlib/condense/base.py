@@ -78,7 +78,7 @@ class Interrupted(RuntimeError):
     """Raised when ``stop_after`` ends a run early (it simulates a killed process)."""
 
 
-def load_checkpoint(task: CondenseTask, fingerprint: str) -> dict | None:
+def load_checkpoint(method: str, task: CondenseTask, settings: CondenseSettings) -> dict | None:
     """The saved state of this exact run, or None when there is nothing to resume."""
     if not (task.resume and task.checkpoint and task.checkpoint.exists()):
         return None
@@ -86,7 +86,7 @@ def load_checkpoint(task: CondenseTask, fingerprint: str) -> dict | None:
         state = torch.load(task.checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
         raise ValueError(f"corrupt checkpoint {task.checkpoint}: {error}") from error
-    if state.get("fingerprint") != fingerprint:
+    if state.get("fingerprint") != fingerprint(method, task, settings):
         raise ValueError(f"checkpoint {task.checkpoint} belongs to another configuration; "
                          "delete it or run without --resume")
     return state

@@ -18,7 +18,7 @@ from ..seeding import seeded
 from ..synthetic import SyntheticSet
 from ..training import as_float
 from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
-                   fingerprint, optimise_images, timed)
+                   optimise_images, timed)
 
 # network_for(iteration, generator) -> a frozen embedding network for that iteration
 NetworkSource = Callable[[int, torch.Generator], nn.Module]
@@ -83,7 +83,7 @@ def distribution_matching(method: str, task: CondenseTask, settings: CondenseSet
 
 def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
     """DM: a fresh random network every iteration, no multi-formation."""
-    saved = load_checkpoint(task, fingerprint("dm", task, settings))
+    saved = load_checkpoint("dm", task, settings)
     return timed(lambda: distribution_matching(
         "dm", task, settings, lambda r, g: random_network(task, settings, "dm-network", r), saved))
 

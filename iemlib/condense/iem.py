@@ -24,7 +24,7 @@ from ..augment import DSA
 from ..seeding import generator as make_generator
 from ..seeding import seeded
 from ..training import fit
-from .base import CondenseResult, CondenseSettings, CondenseTask, fingerprint, load_checkpoint, timed
+from .base import CondenseResult, CondenseSettings, CondenseTask, load_checkpoint, timed
 from .dm import distribution_matching, freeze, random_network
 
 PERTURB_MODES = ("none", "filter", "layer", "element")
@@ -103,7 +103,7 @@ def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
     """IEM with the settings' network source, perturbation (mode, α) and factor."""
     if settings.perturb not in PERTURB_MODES:
         raise ValueError(f"unknown perturbation mode {settings.perturb!r}: choose from {PERTURB_MODES}")
-    saved = load_checkpoint(task, fingerprint("iem", task, settings))
+    saved = load_checkpoint("iem", task, settings)
 
     def run() -> CondenseResult:
         networks = initial_networks(task, settings, saved)
