@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .condense import Interrupted
 from .data import DatasetError
-from .experiment import Config, record_path, run, write_record
+from .experiment import Config, record_path, run, summary, synthetic_path, write_record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,18 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = Config(**values).resolved()
         out = args.out or record_path(config, args.results_dir)
-        checkpoint = args.checkpoint or out.with_suffix(".ckpt.pt")
+        synthetic = out.with_suffix(".pt") if args.out else synthetic_path(config, args.results_dir)
+        checkpoint = args.checkpoint or synthetic.with_suffix(".ckpt.pt")
         record = run(config, device=args.device, checkpoint=checkpoint, resume=args.resume,
-                     synthetic_out=out.with_suffix(".pt"), progress=not args.quiet)
+                     synthetic_out=synthetic, progress=not args.quiet)
     except (ValueError, DatasetError, Interrupted) as error:
         print(f"iemlib: error: {error}", file=sys.stderr)
         return 2
     write_record(record, out)
     checkpoint.unlink(missing_ok=True)
-    metrics = record["metrics"]
-    print(f"{config.method} ipc={config.ipc} bits={config.bits} {config.hash} [{config.profile}] "
-          f"mAP@all {metrics['map']:.4f}  mAP@1000 {metrics['map_at_1000']:.4f}  "
-          f"P@100 {metrics['precision_at_100']:.4f}  -> {out}")
+    print(f"{summary(record)}  -> {out}")
     return 0
 
 

@@ -19,25 +19,27 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .condense import METHODS, PINNED, CondenseSettings, CondenseTask, condense
+from .condense import (METHODS, PINNED, CondenseResult, CondenseSettings, CondenseTask,
+                       condense)
 from .data import Protocol, load_protocol
 from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
 from .retrieval import mean_average_precision, precision_at_k
+from .synthetic import SyntheticSet
 
 PROFILES: dict[str, dict] = {
     # seconds: tiny slices of real data, for CI and nbval
     "smoke": dict(query_per_class=10, train_per_class=50, database_per_class=100, image_size=32,
                   iterations=10, real_batch=16, checkpoint_every=5, early_steps=5, pool_size=2,
-                  hash_steps=30, hash_batch=64),
+                  train_steps=30, train_batch=64),
     # minutes on 2 CPU cores: the full CIFAR-10 protocol, reduced iterations and training
     "cpu": dict(query_per_class=100, train_per_class=500, database_per_class=None, image_size=64,
                 iterations=200, real_batch=64, checkpoint_every=25, early_steps=50, pool_size=4,
-                hash_steps=400, hash_batch=128),
+                train_steps=400, train_batch=128),
     # the paper's scale, meant for a GPU
     "paper": dict(query_per_class=100, train_per_class=500, database_per_class=None,
                   image_size=224, iterations=20000, real_batch=256, checkpoint_every=500,
-                  early_steps=200, pool_size=10, hash_steps=5000, hash_batch=256),
+                  early_steps=200, pool_size=10, train_steps=5000, train_batch=256),
 }
 
 # IEM's own defaults: network augmentation on (a fresh random θ_init each iteration, perturbed
@@ -57,6 +59,7 @@ class Config:
     hash: str = "dhd"
     profile: str = "cpu"
     seed: int = 0
+    task: str = "retrieval"     # retrieval (mAP of hash codes) | classify (test accuracy)
     # condensation
     iterations: int | None = None
     real_batch: int | None = None
@@ -70,11 +73,11 @@ class Config:
     early_steps: int | None = None
     checkpoint_every: int | None = None
     backbone: str = "convnet"
-    # hashing
-    hash_steps: int | None = None
-    hash_batch: int | None = None
-    hash_lr: float = 1e-3
-    hash_weight_decay: float = 5e-4
+    # training the evaluated network (hashing, or the classifier of --task classify)
+    train_steps: int | None = None
+    train_batch: int | None = None
+    train_lr: float = 1e-3
+    train_weight_decay: float = 5e-4
     # protocol
     query_per_class: int | None = None
     train_per_class: int | None = None
@@ -101,6 +104,8 @@ class Config:
             raise ValueError(f"unknown method {self.method!r}: choose from {sorted(METHODS)}")
         if self.hash not in LOSSES:
             raise ValueError(f"unknown hashing method {self.hash!r}: choose from {sorted(LOSSES)}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: choose from {list(TASKS)}")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}: choose from {sorted(PROFILES)}")
         if self.dataset != "cifar10" and not Path(self.dataset).expanduser().is_dir():
@@ -118,24 +123,42 @@ class Config:
                              f"{self.train_per_class} training images of a class")
 
     def key(self) -> str:
-        """A short hash of the resolved settings: the cache key."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """A short hash of the resolved settings: the cache key of a record.
+
+        Settings left None (those a method does not use) are not part of it, so adding a knob
+        for one method leaves the keys of the others' records unchanged.
+        """
+        return _short_hash({k: v for k, v in asdict(self).items() if v is not None})
+
+    def condense_key(self) -> str:
+        """The cache key of the condensed set: the settings that shape it, and nothing after it."""
+        return _short_hash({k: v for k, v in asdict(self).items()
+                            if v is not None and k not in TRAINING_FIELDS})
 
     def condense_settings(self) -> CondenseSettings:
         names = {f.name for f in fields(CondenseSettings)}
         return CondenseSettings(**{k: v for k, v in asdict(self).items() if k in names})
 
     def hashing_settings(self) -> HashingSettings:
-        return HashingSettings(loss=self.hash, backbone=self.backbone, steps=self.hash_steps,
-                               batch_size=self.hash_batch, lr=self.hash_lr,
-                               weight_decay=self.hash_weight_decay)
+        return HashingSettings(loss=self.hash, backbone=self.backbone, steps=self.train_steps,
+                               batch_size=self.train_batch, lr=self.train_lr,
+                               weight_decay=self.train_weight_decay)
 
     def protocol(self) -> Protocol:
         return load_protocol(self.dataset, seed=self.seed, query_per_class=self.query_per_class,
                              train_per_class=self.train_per_class,
                              database_per_class=self.database_per_class,
                              image_size=None if self.dataset == "cifar10" else self.image_size)
+
+
+# Settings that act after condensation: one condensed set serves every value of these.
+TRAINING_FIELDS = frozenset({"task", "bits", "hash", "train_steps", "train_batch", "train_lr",
+                             "train_weight_decay"})
+TASKS = ("retrieval", "classify")
+
+
+def _short_hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -160,7 +183,8 @@ def environment(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "iemlib": __version__, "platform": platform.platform()}
+            "torch": torch.__version__, "iemlib": __version__, "platform": platform.platform(),
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def retrieval_metrics(query_codes, db_codes, query_labels, db_labels) -> dict:
@@ -175,70 +199,139 @@ def retrieval_metrics(query_codes, db_codes, query_labels, db_labels) -> dict:
 def run(config: Config, *, device: str = "auto", checkpoint: Path | None = None,
         resume: bool = False, synthetic_out: Path | None = None, progress: bool = True,
         protocol: Protocol | None = None) -> dict:
-    """Condense, train, evaluate; return the record (a JSON-ready dict)."""
+    """Condense (or reuse the set stored at ``synthetic_out``), train, evaluate; return the record.
+
+    The network is trained on the stored set (uint8 pixels), so a record made with a reused set
+    equals one made by condensing afresh.
+    """
     config = config.resolved()
     target = resolve_device(device)
     protocol = protocol or config.protocol()
     task = CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
                         seed=config.seed, device=target, progress=progress,
                         checkpoint=checkpoint, resume=resume)
-    result = condense(config.method, task, config.condense_settings())
-    if synthetic_out is not None:
-        result.synthetic.save(synthetic_out, dtype=torch.uint8)
-
-    start = time.perf_counter()
+    result = condense_stored(config, task, synthetic_out)
     images, labels = result.synthetic.decode()
-    net, train_losses = train_hashing(images, labels, bits=config.bits,
-                                      num_classes=protocol.num_classes, mean=protocol.mean,
-                                      std=protocol.std, settings=config.hashing_settings(),
-                                      seed=config.seed, device=target, progress=progress)
-    train_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    query_codes = encode(net, protocol.query.images, device=target, progress=progress)
-    db_codes = encode(net, protocol.database.images, device=target, progress=progress)
-    metrics = retrieval_metrics(query_codes, db_codes, protocol.query.labels, protocol.database.labels)
-    eval_s = time.perf_counter() - start
-
+    evaluate = EVALUATIONS[config.task]
+    metrics, timings, train_losses = evaluate(config, protocol, images, labels, target, progress)
     return {
         "config": asdict(config),
         "key": config.key(),
         "metrics": metrics,
-        "timings": {"condense_s": result.seconds, "train_s": train_s, "eval_s": eval_s},
-        "history": {"condense_loss": result.history, "hash_loss": train_losses},
+        "timings": {"condense_s": result.seconds, **timings},
+        "history": {"condense_loss": result.history, "train_loss": train_losses},
         "condense_info": result.info,
         "synthetic": {"stored": len(result.synthetic), "decoded": len(images),
-                      "file": synthetic_out.name if synthetic_out else None},
+                      "file": synthetic_out.name if synthetic_out else None,
+                      "condense_key": config.condense_key()},
         "env": environment(target),
         "split": protocol.split_summary(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
+def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> CondenseResult:
+    """The condensed set stored at ``path`` by an earlier run of the same settings, or a new one.
+
+    A new set is stored at ``path`` (uint8) with its condensation time, loss history and info
+    beside it (``.meta.json``), and comes back quantised as it was stored.
+    """
+    meta_path = path.with_suffix(".meta.json") if path else None
+    if path and path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("condense_key") == config.condense_key():
+            info = {**meta["info"], "reused": path.name}
+            return CondenseResult(SyntheticSet.load(path), meta["history"], meta["seconds"], info)
+    result = condense(config.method, task, config.condense_settings())
+    result.synthetic = SyntheticSet.from_state(result.synthetic.state(torch.uint8))
+    if path:
+        result.synthetic.save(path, dtype=torch.uint8)
+        meta = {"condense_key": config.condense_key(), "seconds": result.seconds,
+                "history": result.history, "info": result.info, "env": environment(task.device),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(meta, meta_path)
+    return result
+
+
+def evaluate_retrieval(config: Config, protocol: Protocol, images: torch.Tensor,
+                       labels: torch.Tensor, device: torch.device, progress: bool):
+    """Train a hashing network on the images; mAP of the query codes against the database."""
+    start = time.perf_counter()
+    net, losses = train_hashing(images, labels, bits=config.bits, num_classes=protocol.num_classes,
+                                mean=protocol.mean, std=protocol.std,
+                                settings=config.hashing_settings(), seed=config.seed,
+                                device=device, progress=progress)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    query_codes = encode(net, protocol.query.images, device=device, progress=progress)
+    db_codes = encode(net, protocol.database.images, device=device, progress=progress)
+    metrics = retrieval_metrics(query_codes, db_codes, protocol.query.labels, protocol.database.labels)
+    return metrics, {"train_s": train_s, "eval_s": time.perf_counter() - start}, losses
+
+
+EVALUATIONS = {"retrieval": evaluate_retrieval}
+
+
+def write_json(value: dict, path: Path) -> None:
+    """Write JSON atomically."""
+    atomic_write(path, lambda stream: stream.write(json.dumps(value, indent=1) + "\n"), binary=False)
+
+
 def write_record(record: dict, path: Path) -> None:
     """Write a record as JSON, atomically."""
-    atomic_write(path, lambda stream: stream.write(json.dumps(record, indent=1) + "\n"), binary=False)
+    write_json(record, path)
+
+
+def _data_name(config: Config) -> str:
+    return "cifar10" if config.dataset == "cifar10" else Path(config.dataset).name
 
 
 def record_path(config: Config, results_dir: Path) -> Path:
     """Where the cache keeps the record of a (resolved) config."""
-    data = "cifar10" if config.dataset == "cifar10" else Path(config.dataset).name
     name = f"{config.method}-ipc{config.ipc}-{config.bits}b-{config.hash}-s{config.seed}-{config.key()}.json"
-    return Path(results_dir) / config.profile / data / name
+    if config.task != "retrieval":
+        name = f"{config.task}-{config.method}-ipc{config.ipc}-s{config.seed}-{config.key()}.json"
+    return Path(results_dir) / config.profile / _data_name(config) / name
+
+
+def synthetic_path(config: Config, results_dir: Path) -> Path:
+    """Where the cache keeps the condensed set of a (resolved) config, shared by all its records."""
+    name = f"{config.method}-ipc{config.ipc}-s{config.seed}-{config.condense_key()}.pt"
+    return Path(results_dir) / config.profile / _data_name(config) / "synthetic" / name
 
 
 def run_cached(config: Config, results_dir: str | os.PathLike = "results", **kwargs) -> dict:
     """The record of ``config`` from ``results_dir`` if present, else run it and store it there.
 
-    The synthetic set is stored beside the record (uint8), so chapters can show it.
+    The condensed set is stored under ``synthetic/`` (uint8) and shared by every record made
+    from it (other code lengths, hashing methods, the classification task); chapters show it.
+    A killed run resumes from its checkpoint beside the set.
     """
     config = config.resolved()
     path = record_path(config, Path(results_dir))
     if path.exists():
         return json.loads(path.read_text())
-    record = run(config, synthetic_out=path.with_suffix(".pt"), **kwargs)
+    synthetic = synthetic_path(config, Path(results_dir))
+    kwargs.setdefault("checkpoint", synthetic.with_suffix(".ckpt.pt"))
+    kwargs.setdefault("resume", True)
+    record = run(config, synthetic_out=synthetic, **kwargs)
     write_record(record, path)
+    kwargs["checkpoint"].unlink(missing_ok=True)
     return record
+
+
+METRIC_LABELS = {"map": "mAP@all", "map_at_1000": "mAP@1000", "precision_at_100": "P@100"}
+
+
+def summary(record: dict) -> str:
+    """One line: what ran and what it scored."""
+    c = record["config"]
+    what = f"{c['method']} ipc={c['ipc']}"
+    if c.get("task", "retrieval") == "retrieval":
+        what += f" bits={c['bits']} {c['hash']}"
+    scores = "  ".join(f"{METRIC_LABELS.get(name, name)} {value:.4f}"
+                       for name, value in record["metrics"].items())
+    return f"{what} [{c['profile']}] {c.get('task', 'retrieval')}: {scores}"
 
 
 def with_overrides(config: Config, **overrides) -> Config:

@@ -81,6 +81,18 @@ class HashNet(nn.Module):
         return self.head(self.backbone(x))
 
 
+class Classifier(nn.Module):
+    """A backbone followed by a linear layer: class logits."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+
 def build_backbone(name: str, *, channels: int, image_size: int, mean: Sequence[float],
                    std: Sequence[float]) -> nn.Module:
     """A backbone by name: ``convnet`` (ConvNet-3)."""

@@ -45,7 +45,7 @@ import torch
 from iemlib.condense import CondenseTask
 from iemlib.condense.dm import random_network
 from iemlib.condense.iem import perturb
-from iemlib.experiment import Config, record_path, resolve_device, run_cached
+from iemlib.experiment import Config, resolve_device, run_cached, synthetic_path
 from iemlib.paper import table1
 from iemlib.report import image_grid, provenance, results_path
 from iemlib.seeding import generator
@@ -129,7 +129,7 @@ plt.show()
 
 # %% tags=["nbval-ignore-output"]
 records = {m: run_cached(c, results, device=device) for m, c in configs.items()}
-synthetic = {m: SyntheticSet.load(record_path(c, results).with_suffix(".pt")) for m, c in configs.items()}
+synthetic = {m: SyntheticSet.load(synthetic_path(c, results)) for m, c in configs.items()}
 hardware = provenance(records["iem"])
 print(hardware)
 

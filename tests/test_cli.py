@@ -15,7 +15,7 @@ import pytest
 from iemlib.experiment import PROFILES, Config
 
 FAST = ["--dataset", "cifar10", "--ipc", "2", "--bits", "16", "--hash", "dhd", "--profile", "smoke",
-        "--seed", "0", "--hash-steps", "3", "--quiet"]
+        "--seed", "0", "--train-steps", "3", "--quiet"]
 
 
 def cli(*args: str, data_root: Path) -> subprocess.Popen:
@@ -110,7 +110,7 @@ def test_an_image_folder_runs_end_to_end(tmp_path, data_root):
         pytest.skip(f"no ImageFolder data at {folder}")
     out = tmp_path / "folder.json"
     args = ["--dataset", str(folder), "--method", "random", "--ipc", "1", "--bits", "8",
-            "--profile", "smoke", "--hash-steps", "2", "--quiet", "--out", str(out)]
+            "--profile", "smoke", "--train-steps", "2", "--quiet", "--out", str(out)]
     code, _, stderr = finish(cli(*args, data_root=data_root))
     assert code == 0, stderr
     record = json.loads(out.read_text())

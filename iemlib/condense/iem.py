@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import DSA
+from ..models import Classifier
 from ..seeding import generator as make_generator
 from ..seeding import seeded
 from ..training import fit
@@ -60,22 +61,13 @@ def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator)
     return freeze(augmented)
 
 
-class _Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int):
-        super().__init__()
-        self.backbone, self.fc = backbone, nn.Linear(backbone.embed_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x))
-
-
 def early_network(task: CondenseTask, settings: CondenseSettings, index: int) -> nn.Module:
     """A backbone trained ``early_steps`` steps (cross-entropy, DSA) on the real training set."""
     backbone = random_network(task, settings, "iem-network", index)
     for parameter in backbone.parameters():
         parameter.requires_grad_(True)
     with seeded(task.seed, "early-classifier", index):
-        model = _Classifier(backbone, task.num_classes)
+        model = Classifier(backbone, task.num_classes)
     dsa = DSA(mean=task.mean, std=task.std)
     fit(model, task.train.images, task.train.labels,
         lambda m, x, y, g: F.cross_entropy(m(dsa.augment(x, g)), y),
