@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="continue from the checkpoint of a killed run")
     sweep_parser = commands.add_parser(
         "sweep", help="run a grid of configurations through the results cache",
-        description=f"Every combination of the values given to {', '.join(GRID_AXES)}; the other "
-                    "options apply to all. Recorded configurations are skipped, failed ones are "
-                    "recorded under failed/ and retried on the next sweep.")
+        description="Every option takes one or more values; the sweep runs every combination. "
+                    "Recorded configurations are skipped, failed ones are recorded under failed/ "
+                    "and retried on the next sweep.")
     _add_config_options(sweep_parser, axes=GRID_AXES)
     _add_run_options(sweep_parser)
     return parser
@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    base = Config(**{f.name: getattr(args, f.name) for f in fields(Config) if f.name not in GRID_AXES})
     try:
-        configs = grid(base, **{axis: getattr(args, axis) for axis in GRID_AXES})
+        configs = grid(Config(), **{axis: getattr(args, axis) for axis in GRID_AXES})
     except ValueError as error:
         print(f"iemlib: error: {error}", file=sys.stderr)
         return 2

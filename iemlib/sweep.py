@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from .experiment import Config, record_path, run_cached, summary, write_json
 
-# The axes a sweep can vary; every other setting is the same for the whole grid.
-GRID_AXES = ("dataset", "method", "ipc", "bits", "hash", "seed", "task")
+# Every setting can be an axis of a sweep; these are the columns of every sweep table.
+GRID_AXES = tuple(f.name for f in fields(Config))
+TABLE_COLUMNS = ("dataset", "method", "ipc", "bits", "hash", "seed", "task")
 
 
 @dataclass
@@ -123,20 +124,29 @@ def _describe(outcome: Outcome) -> str:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    """The sweep's outcomes as an aligned text table, one row a configuration."""
-    header = f"{'status':7} {'data':10} {'method':8} {'ipc':>4} {'bits':>4} {'hash':9} {'seed':>4} " \
-             f"{'task':9} {'score':>22} {'condense s':>10}"
-    rows = [header]
-    for o in outcomes:
-        c = o.config
-        data = "cifar10" if c.dataset == "cifar10" else Path(c.dataset).name
-        if o.record is None:
-            score, seconds = "failed", ""
-        else:
-            m = o.record["metrics"]
-            score = (f"acc {m['accuracy']:.4f}" if "accuracy" in m
-                     else f"mAP {m['map']:.4f} @1000 {m['map_at_1000']:.4f}")
-            seconds = f"{o.record['timings']['condense_s']:.1f}"
-        rows.append(f"{o.status:7} {data[:10]:10} {c.method:8} {c.ipc:>4} {c.bits:>4} {c.hash:9} "
-                    f"{c.seed:>4} {c.task:9} {score:>22} {seconds:>10}")
-    return "\n".join(rows)
+    """The sweep's outcomes as an aligned text table: the usual columns, any other setting that
+    varies across the sweep, the score and the condensation time."""
+    given = [asdict(o.config) for o in outcomes]
+    varied = [name for name in GRID_AXES if name not in TABLE_COLUMNS
+              and len({json.dumps(g[name]) for g in given}) > 1]
+    columns = ["status", *TABLE_COLUMNS, *varied, "score", "condense s"]
+    rows = [[o.status, *(_cell(g[name], name) for name in (*TABLE_COLUMNS, *varied)), *_score(o)]
+            for o, g in zip(outcomes, given)]
+    widths = [max(len(str(x)) for x in column) for column in zip(columns, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths))
+                     for row in [columns, *rows])
+
+
+def _cell(value: object, name: str) -> str:
+    if name == "dataset" and value != "cifar10":
+        return Path(str(value)).name
+    return "" if value is None else str(value)
+
+
+def _score(outcome: Outcome) -> tuple[str, str]:
+    if outcome.record is None:
+        return "failed", ""
+    m = outcome.record["metrics"]
+    score = (f"acc {m['accuracy']:.4f}" if "accuracy" in m
+             else f"mAP {m['map']:.4f} @1000 {m['map_at_1000']:.4f}")
+    return score, f"{outcome.record['timings']['condense_s']:.1f}"

@@ -37,8 +37,16 @@ def test_grid_is_the_product_without_duplicates_and_groups_shared_sets():
 
 
 def test_grid_rejects_an_axis_it_cannot_sweep():
-    with pytest.raises(ValueError, match="cannot sweep over \\['alpha'\\]"):
-        grid(SMOKE, alpha=[0.1, 0.2])
+    with pytest.raises(ValueError, match="cannot sweep over \\['colour'\\]"):
+        grid(SMOKE, colour=["red"])
+
+
+def test_any_setting_can_be_an_axis_and_the_table_shows_it():
+    configs = grid(SMOKE, method=["iem"], alpha=[0.01, 0.1], factor=[1, 2])
+    assert {(c.alpha, c.factor) for c in configs} == {(0.01, 1), (0.01, 2), (0.1, 1), (0.1, 2)}
+    from iemlib.sweep import Outcome
+    header = table([Outcome(c, "failed") for c in configs]).splitlines()[0].split()
+    assert "alpha" in header and "factor" in header and "momentum" not in header
 
 
 def test_a_sweep_runs_each_configuration_once_and_records_failures(tmp_path, data_root, monkeypatch):
