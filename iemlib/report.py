@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-
 import torch
 
+from .experiment import Config, record_path
+from .paper import table1_rows
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -44,3 +46,30 @@ def image_grid(images: torch.Tensor, rows: int, ax, title: str | None = None) ->
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
+
+
+def recorded(config: Config, results_dir: str | os.PathLike = "results") -> dict | None:
+    """The cached record of ``config`` (resolved here), or None when it has not run."""
+    path = record_path(config.resolved(), results_path(results_dir))
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def table1_comparison(profile: str, dataset: str = "cifar10", seed: int = 0,
+                      results_dir: str | os.PathLike = "results", hash: str = "dhd") -> list[dict]:
+    """Table I, ours beside the paper's: one row a (ipc, bits, method) cell of the paper.
+
+    ``ours`` is mAP@1000 in % (DESIGN: the paper's likely metric) and ``ours_all`` mAP@all, both
+    None where that configuration has not run; ``record`` is the record itself.
+    """
+    rows = []
+    for cell in table1_rows():
+        if cell["dataset"] != dataset:
+            continue
+        config = Config(dataset=dataset, method=cell["method"], ipc=cell["ipc"], bits=cell["bits"],
+                        hash=hash, profile=profile, seed=seed)
+        record = recorded(config, results_dir)
+        metrics = record["metrics"] if record else {}
+        rows.append({**cell, "paper": cell.pop("map"), "record": record,
+                     "ours": 100 * metrics["map_at_1000"] if record else None,
+                     "ours_all": 100 * metrics["map"] if record else None})
+    return rows

@@ -123,3 +123,17 @@ def test_the_sweep_command_exits_non_zero_when_a_configuration_fails(tmp_path, d
     assert "1 of 2 configurations failed" in err
     assert "unknown method 'nope'" in json.loads(next(tmp_path.rglob("failed/*.json")).read_text())["error"]
     assert out.splitlines()[0].startswith("status")
+
+
+def test_table1_comparison_sets_a_record_beside_the_paper(tmp_path):
+    from iemlib.experiment import write_record
+    from iemlib.report import table1_comparison
+
+    config = Config(dataset="cifar10", method="dm", ipc=10, bits=32, profile="cpu").resolved()
+    write_record({"config": {}, "metrics": {"map": 0.25, "map_at_1000": 0.3125}},
+                 record_path(config, tmp_path))
+    rows = table1_comparison("cpu", results_dir=tmp_path)
+    assert len(rows) == 6 * 3 * 2  # six methods, three ipc, two code lengths
+    (filled,) = [r for r in rows if r["ours"] is not None]
+    assert (filled["method"], filled["ipc"], filled["bits"]) == ("dm", 10, 32)
+    assert filled["ours"] == 31.25 and filled["ours_all"] == 25.0 and filled["paper"] == 29.95
