@@ -4,7 +4,9 @@ One data root holds every data set: the ``root`` argument, else the ``IEMLIB_DAT
 environment variable, else ``~/.cache/iemlib/data``. CIFAR-10 loads from the official binary
 batches (``cifar-10-batches-bin``, md5-checked), from torchvision's python batches
 (``cifar-10-batches-py``), or through torchvision's download when ``download=True``. Any
-ImageFolder root given as a path (with ``train/`` and ``test/`` or ``val/``) is a data set too.
+ImageFolder root given as a path (with ``train/`` and ``test/`` or ``val/``) is a data set too,
+with all its classes or a chosen list. ``imagenet10`` and ``imagenet20`` are the paper's ImageNet
+subsets: their built-in class lists read from the ImageFolder ``<data root>/imagenet``.
 
 ``load_protocol`` turns a data set into the retrieval protocol: a query set, a database and a
 training set drawn from the database, as a pure function of the seed.
@@ -28,6 +30,15 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The paper's ImageNet-20: the first 20 classes of IDC's class100.txt; ImageNet-10 is its first 10.
+IMAGENET20_CLASSES = (
+    "n02869837", "n01749939", "n02488291", "n02107142", "n13037406", "n02091831", "n04517823",
+    "n04589890", "n03062245", "n01773797", "n01735189", "n07831146", "n07753275", "n03085013",
+    "n04485082", "n02105505", "n01983481", "n02788148", "n03530642", "n04435653",
+)
+IMAGENET_SUBSETS = {"imagenet10": IMAGENET20_CLASSES[:10], "imagenet20": IMAGENET20_CLASSES}
+DATASETS = ("cifar10", *IMAGENET_SUBSETS)  # built-in names; any ImageFolder path works too
 
 # The md5s of the official binary release (cifar-10-binary.tar.gz), in load order.
 CIFAR10_BIN_MD5 = {
@@ -196,15 +207,15 @@ def load_image_folder(
 
 
 def _per_class_draw(labels: torch.Tensor, count: int | None, generator: torch.Generator,
-                    num_classes: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                    names: tuple[str, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Shuffle each class; return the first ``count`` indices and the rest, per class."""
     taken, rest = [], []
-    for c in range(num_classes):
+    for c, name in enumerate(names):
         members = torch.nonzero(labels == c).flatten()
         order = members[torch.randperm(len(members), generator=generator)]
         n = len(order) if count is None else count
         if n > len(order):
-            raise ValueError(f"class {c} has {len(order)} images, fewer than the {n} asked for")
+            raise ValueError(f"class {name} has {len(order)} images, fewer than the {n} asked for")
         taken.append(order[:n])
         rest.append(order[n:])
     return taken, rest
@@ -220,6 +231,16 @@ def _check_count(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive integer or None, got {value}")
 
 
+def _check_classes(classes: tuple[str, ...] | None) -> None:
+    if classes is None:
+        return
+    if not classes or not all(classes):
+        raise ValueError(f"classes must be a non-empty list of folder names, got {list(classes)}")
+    twice = sorted({c for c in classes if classes.count(c) > 1})
+    if twice:
+        raise ValueError(f"classes named more than once: {twice}")
+
+
 def load_protocol(
     name: str,
     root: str | os.PathLike | None = None,
@@ -232,38 +253,71 @@ def load_protocol(
     classes: tuple[str, ...] | None = None,
     download: bool = False,
 ) -> Protocol:
-    """The retrieval protocol of ``name``: ``"cifar10"`` or an ImageFolder path.
+    """The retrieval protocol of ``name``: ``"cifar10"``, ``"imagenet10"``, ``"imagenet20"`` or
+    an ImageFolder path.
 
     CIFAR-10 ("cifar10-1"): the 60,000 images merged; per class ``query_per_class`` (100)
     queries, the rest the database (``database_per_class`` of them if given), and
-    ``train_per_class`` (500) training images drawn from the database. ImageFolder: queries
-    from ``test/`` or ``val/`` (all, or ``query_per_class``), database from ``train/`` and
-    ``train_per_class`` (130) of it for training; images are resized to ``image_size`` (224).
+    ``train_per_class`` (500) training images drawn from the database. ImageFolder (the
+    ImageNet-subset protocol): queries from ``test/`` or ``val/`` (all, or ``query_per_class``),
+    database from ``train/`` (all, or ``database_per_class``) and ``train_per_class`` (130) of it
+    for training; images are resized to ``image_size`` (224). A class with fewer images than
+    asked for is an error, never a silent cap. ``classes`` picks class folders of an ImageFolder
+    path (labels follow its order; None: all, sorted); ``imagenet10``/``imagenet20`` fix it.
     The split is a pure function of ``seed``; queries never enter the database.
     """
     for key, value in (("query_per_class", query_per_class), ("train_per_class", train_per_class),
                        ("database_per_class", database_per_class), ("image_size", image_size)):
         _check_count(key, value)
+    _check_classes(classes)
     generator = torch.Generator().manual_seed(seed)
-    if name.lower() == "cifar10":
+    key = name.lower()
+    if key in IMAGENET_SUBSETS or key == "cifar10":
+        if classes is not None:
+            raise ValueError(f"{name} has a fixed class list; to choose classes, name an "
+                             "ImageFolder path instead")
+    if key == "cifar10":
         return _cifar_protocol(root, generator, seed, query_per_class or 100, train_per_class or 500,
                                database_per_class, image_size, download)
+    if key in IMAGENET_SUBSETS:
+        path, classes = imagenet_subset(key, root), IMAGENET_SUBSETS[key]
+        return _folder_protocol(path, generator, seed, query_per_class, train_per_class or 130,
+                                database_per_class, image_size or 224, classes, key)
     path = Path(name).expanduser()
     if path.is_dir():
         return _folder_protocol(path, generator, seed, query_per_class, train_per_class or 130,
-                                database_per_class, image_size or 224, classes)
-    raise DatasetError(f"unknown data set {name!r}: expected 'cifar10' or an ImageFolder path "
-                       f"(no folder at {path.resolve()})")
+                                database_per_class, image_size or 224, classes, str(path))
+    raise DatasetError(f"unknown data set {name!r}: choose from {list(DATASETS)} or an ImageFolder "
+                       f"path (no folder at {path.resolve()})")
 
 
-def _draw_database(labels: torch.Tensor, pool: list[torch.Tensor], database_per_class: int | None,
-                   train_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+def imagenet_subset(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The ImageFolder that holds ``imagenet10``/``imagenet20``: ``<data root>/imagenet``.
+
+    Raises DatasetError naming the folder and the classes missing from its train/ or val/.
+    """
+    folder = data_root(root) / "imagenet"
+    classes = IMAGENET_SUBSETS[name]
+    for split in ("train", "val"):
+        split_dir = folder / split
+        present = {p.name for p in split_dir.iterdir() if p.is_dir()} if split_dir.is_dir() else set()
+        missing = [c for c in classes if c not in present]
+        if missing:
+            raise DatasetError(
+                f"{name} reads the ImageFolder {folder}: {len(missing)} of its {len(classes)} "
+                f"classes are missing under {split_dir}: {' '.join(missing)}. Put ImageNet's "
+                "train/ and val/ class folders there, or set IEMLIB_DATA to the folder above it.")
+    return folder
+
+
+def _draw_database(pool: list[torch.Tensor], database_per_class: int | None,
+                   train_per_class: int, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut each class's shuffled pool into database and the training images drawn from it."""
     database, train = [], []
-    for c, order in enumerate(pool):
+    for order, name in zip(pool, names):
         chosen = order if database_per_class is None else order[:database_per_class]
         if train_per_class > len(chosen):
-            raise ValueError(f"class {c}: {train_per_class} training images asked for, but the "
+            raise ValueError(f"class {name}: {train_per_class} training images asked for, but the "
                              f"database holds only {len(chosen)}")
         database.append(chosen)
         train.append(chosen[:train_per_class])
@@ -282,8 +336,8 @@ def _cifar_protocol(root, generator, seed, query_per_class, train_per_class, dat
                     image_size, download) -> Protocol:
     images, labels = load_cifar10(None if root is None else str(root), download)
     images = _resize(images, image_size)
-    queries, rest = _per_class_draw(labels, query_per_class, generator, 10)
-    database, train = _draw_database(labels, rest, database_per_class, train_per_class)
+    queries, rest = _per_class_draw(labels, query_per_class, generator, CIFAR10_CLASSES)
+    database, train = _draw_database(rest, database_per_class, train_per_class, CIFAR10_CLASSES)
     counts = {"query_per_class": query_per_class, "train_per_class": train_per_class,
               "database_per_class": database_per_class}
     return Protocol("cifar10", seed, _subset(images, labels, train),
@@ -298,19 +352,30 @@ def _query_dir(path: Path) -> Path:
     raise DatasetError(f"ImageFolder {path} has no test/ or val/ folder for the queries")
 
 
+def _unknown_classes(train_dir: Path, classes: tuple[str, ...] | None) -> None:
+    if classes is None:
+        return
+    present = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    unknown = [c for c in classes if c not in present]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown} in {train_dir}: choose from {present}")
+
+
 def _folder_protocol(path, generator, seed, query_per_class, train_per_class, database_per_class,
-                     image_size, classes) -> Protocol:
+                     image_size, classes, name) -> Protocol:
     if not (path / "train").is_dir():
         raise DatasetError(f"ImageFolder {path} has no train/ folder")
+    _unknown_classes(path / "train", classes)
     db_images, db_labels, names = load_image_folder(str(path / "train"), image_size, classes)
     q_images, q_labels, _ = load_image_folder(str(_query_dir(path)), image_size, names)
-    queries, _ = _per_class_draw(q_labels, query_per_class, generator, len(names))
-    pool, _ = _per_class_draw(db_labels, None, generator, len(names))
-    database, train = _draw_database(db_labels, pool, database_per_class,
-                                     min(train_per_class, min(len(p) for p in pool)))
+    queries, _ = _per_class_draw(q_labels, query_per_class, generator, names)
+    pool, _ = _per_class_draw(db_labels, None, generator, names)
+    database, train = _draw_database(pool, database_per_class, train_per_class, names)
     counts = {"query_per_class": query_per_class, "train_per_class": train_per_class,
               "database_per_class": database_per_class, "image_size": image_size}
-    return Protocol(str(path), seed, _subset(db_images, db_labels, train),
+    if classes is not None:
+        counts["classes"] = list(names)
+    return Protocol(name, seed, _subset(db_images, db_labels, train),
                     _subset(q_images, q_labels, torch.cat(queries)),
                     _subset(db_images, db_labels, database), names, IMAGENET_MEAN, IMAGENET_STD,
                     counts)

@@ -19,33 +19,83 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .classification import accuracy, held_out, train_classifier
 from .condense import (METHODS, PINNED, CondenseResult, CondenseSettings, CondenseTask,
-                       condense)
-from .data import Protocol, load_protocol
+                       condense, dsa, idc)
+from .data import DATASETS, Protocol, load_protocol
 from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
+from .models import BACKBONES
 from .retrieval import mean_average_precision, precision_at_k
 from .synthetic import SyntheticSet
+from .training import TrainSettings
 
 PROFILES: dict[str, dict] = {
     # seconds: tiny slices of real data, for CI and nbval
-    "smoke": dict(query_per_class=10, train_per_class=50, database_per_class=100, image_size=32,
+    "smoke": dict(query_per_class=10, train_per_class=50, database_per_class=100,
                   iterations=10, real_batch=16, checkpoint_every=5, early_steps=5, pool_size=2,
                   train_steps=30, train_batch=64),
     # minutes on 2 CPU cores: the full CIFAR-10 protocol, reduced iterations and training
-    "cpu": dict(query_per_class=100, train_per_class=500, database_per_class=None, image_size=64,
+    "cpu": dict(query_per_class=100, train_per_class=500, database_per_class=None,
                 iterations=200, real_batch=64, checkpoint_every=25, early_steps=50, pool_size=4,
                 train_steps=400, train_batch=128),
     # the paper's scale, meant for a GPU
     "paper": dict(query_per_class=100, train_per_class=500, database_per_class=None,
-                  image_size=224, iterations=20000, real_batch=256, checkpoint_every=500,
+                  iterations=20000, real_batch=256, checkpoint_every=500,
                   early_steps=200, pool_size=10, train_steps=5000, train_batch=256),
+}
+
+# What changes with the kind of data set. CIFAR-10 runs at 32 px on ConvNet-3 with the counts
+# above. ImageFolder sets (imagenet10/20 or a path) follow the ImageNet-subset protocol instead:
+# 130 training images a class drawn from train/, the database all of train/, the queries all of
+# val/ (smoke keeps its slices); ResNetAP-10 at 224 px in the paper profile. On 2 CPU cores
+# ResNetAP-10 costs ~4× ConvNet-3's time at 32 px and ~15× at 64 px (a cpu-profile run: ~18 min
+# and over an hour, against ~5 min), so the cpu profile runs ConvNet-3 at 32 px.
+DATASET_PROFILES: dict[str, dict[str, dict]] = {
+    "cifar10": {name: dict(image_size=32, backbone="convnet") for name in PROFILES},
+    "folder": {
+        "smoke": dict(image_size=32, backbone="convnet"),
+        "cpu": dict(query_per_class=None, train_per_class=130, database_per_class=None,
+                    image_size=32, backbone="convnet"),
+        "paper": dict(query_per_class=None, train_per_class=130, database_per_class=None,
+                      image_size=224, backbone="resnetap"),
+    },
 }
 
 # IEM's own defaults: network augmentation on (a fresh random θ_init each iteration, perturbed
 # filter-wise with α 0.05), multi-formation factor 2 (3 above 64 px). `fresh` won over `pool`,
 # `early` and `fixed` in the cpu profile (CIFAR-10, 10 img/cls, 32 bits, seed 0; chapter 02).
 IEM_DEFAULTS = dict(network="fresh", perturb="filter", alpha=0.05)
+
+
+def gradient_matching_defaults(method: str, profile: str, ipc: int) -> dict:
+    """DSA's and IDC's image steps, loops, real batch and image step size (others: none).
+
+    paper: the references' settings (``dsa.reference_settings``, ``idc.reference_settings``).
+    cpu: 100 image steps, loops capped (see the comment below). smoke: 4 image steps, 2 networks.
+    """
+    if method not in ("dsa", "idc"):
+        return {}
+    reference = dsa.reference_settings(ipc) if method == "dsa" else idc.reference_settings(ipc)
+    if profile == "paper":
+        return reference
+    # cpu: measured on CIFAR-10 (ConvNet-3, 32 px, ipc 10, real batch 64; one thread, in units of
+    # one cpu-profile IEM iteration, ~1.2 s on 2 idle cores): the matching of an image step costs
+    # ~1.1 (DSA) / ~1.8 (IDC), a network step ~0.14 (DSA: 100 synthetic images) / ~0.06 (IDC: 64
+    # real images). With the references' loops (DSA: 50 network steps between image steps, IDC:
+    # 32) an IEM-like budget holds only ~40-80 image steps, so DSA keeps its outer loop and caps
+    # both loops at 10, and IDC keeps a network for 50 image steps (reference 100) with 10 network
+    # steps between them. 20 steps of each ran at ~2.2 (DSA) / ~2.4 (IDC) units a step, so 100
+    # steps take ~4.5-5 min at ipc 10 (IEM's 200 iterations: ~4 min); ipc 1 ~1.5 / ~3 min; ipc 50
+    # ~9 / ~14 min (IDC matches 128 decoded images a class).
+    if profile == "cpu" and method == "dsa":
+        return {"iterations": 100, "outer_loop": min(reference["outer_loop"], 10),
+                "inner_loop": min(reference["inner_loop"], 10), "lr": reference["lr"]}
+    if profile == "cpu":
+        return {"iterations": 100, "outer_loop": 50, "inner_loop": 10, "lr": reference["lr"]}
+    # smoke: an image step costs ~3 of IEM's at ipc 2, so fewer steps and a smaller real batch
+    return {"iterations": 4, "outer_loop": 2, "inner_loop": 1, "real_batch": 8,
+            "lr": reference["lr"]}
 
 
 @dataclass(frozen=True)
@@ -55,15 +105,15 @@ class Config:
     dataset: str = "cifar10"
     method: str = "iem"
     ipc: int = 10
-    bits: int = 32
-    hash: str = "dhd"
+    bits: int | None = 32          # code length (None once resolved for --task classify)
+    hash: str | None = "dhd"       # hashing method (likewise)
     profile: str = "cpu"
     seed: int = 0
     task: str = "retrieval"     # retrieval (mAP of hash codes) | classify (test accuracy)
     # condensation
     iterations: int | None = None
     real_batch: int | None = None
-    lr: float = 1.0
+    lr: float | None = None             # image step (normalised units); None: 1.0, DSA/IDC theirs
     momentum: float = 0.5
     factor: int | None = None
     network: str | None = None
@@ -72,7 +122,9 @@ class Config:
     pool_size: int | None = None
     early_steps: int | None = None
     checkpoint_every: int | None = None
-    backbone: str = "convnet"
+    outer_loop: int | None = None       # dsa/idc: image steps per network
+    inner_loop: int | None = None       # dsa/idc: network steps between two image steps
+    backbone: str | None = None         # convnet | resnetap; None: by data set and profile
     # training the evaluated network (hashing, or the classifier of --task classify)
     train_steps: int | None = None
     train_batch: int | None = None
@@ -83,18 +135,26 @@ class Config:
     train_per_class: int | None = None
     database_per_class: int | None = None
     image_size: int | None = None
+    classes: str | None = None          # ImageFolder class folders, comma-separated; None: all
 
     def resolved(self) -> "Config":
         """Fill unset knobs from the profile and the method; validate everything."""
         self.validate_names()
         values = {k: v for k, v in asdict(self).items() if v is not None}
-        profile = dict(PROFILES[self.profile])
-        if self.dataset == "cifar10":
-            profile["image_size"] = 32
+        if self.classes is not None:
+            values["classes"] = ",".join(self.class_list())
+        kind = "cifar10" if self.dataset == "cifar10" else "folder"
+        profile = {**PROFILES[self.profile], **DATASET_PROFILES[kind][self.profile]}
         method_defaults = dict(IEM_DEFAULTS) if self.method == "iem" else {}
         size = values.get("image_size", profile["image_size"])
         method_defaults.setdefault("factor", 2 if size <= 64 else 3)
+        method_defaults.update(gradient_matching_defaults(self.method, self.profile, self.ipc))
+        method_defaults.setdefault("lr", 1.0)
         merged = {**profile, **method_defaults, **values, **PINNED[self.method]}
+        if self.method == "whole":  # trains on every training image, whatever ipc was asked
+            merged["ipc"] = merged["train_per_class"]
+        if self.task == "classify":  # no codes: one record whatever bits and hash were asked
+            merged["bits"] = merged["hash"] = None
         config = Config(**{f.name: merged.get(f.name) for f in fields(Config)})
         config.validate_numbers()
         return config
@@ -102,18 +162,29 @@ class Config:
     def validate_names(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}: choose from {sorted(METHODS)}")
-        if self.hash not in LOSSES:
+        if self.hash not in LOSSES and not (self.task == "classify" and self.hash is None):
             raise ValueError(f"unknown hashing method {self.hash!r}: choose from {sorted(LOSSES)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}: choose from {list(TASKS)}")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}: choose from {sorted(PROFILES)}")
-        if self.dataset != "cifar10" and not Path(self.dataset).expanduser().is_dir():
-            raise ValueError(f"unknown data set {self.dataset!r}: expected 'cifar10' or an "
-                             "ImageFolder path")
+        if self.dataset not in DATASETS and not Path(self.dataset).expanduser().is_dir():
+            raise ValueError(f"unknown data set {self.dataset!r}: choose from {list(DATASETS)} "
+                             "or an ImageFolder path")
+        if self.backbone is not None and self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}: choose from {sorted(BACKBONES)}")
+        if self.classes is not None and self.dataset in DATASETS:
+            raise ValueError(f"classes picks the class folders of an ImageFolder path; "
+                             f"{self.dataset} has a fixed class list")
+        if self.classes is not None and not all(self.class_list()):
+            raise ValueError(f"classes must be comma-separated folder names, got {self.classes!r}")
+
+    def class_list(self) -> tuple[str, ...] | None:
+        """``classes`` as a tuple of folder names (None: all classes)."""
+        return None if self.classes is None else tuple(c.strip() for c in self.classes.split(","))
 
     def validate_numbers(self) -> None:
-        if self.bits < 1:
+        if self.bits is not None and self.bits < 1:
             raise ValueError(f"bits must be >= 1, got {self.bits}")
         if self.ipc < 1:
             raise ValueError(f"ipc must be >= 1, got {self.ipc}")
@@ -139,22 +210,26 @@ class Config:
         names = {f.name for f in fields(CondenseSettings)}
         return CondenseSettings(**{k: v for k, v in asdict(self).items() if k in names})
 
+    def train_settings(self) -> TrainSettings:
+        """How the evaluated network (hashing net or classifier) is trained."""
+        return TrainSettings(backbone=self.backbone, steps=self.train_steps,
+                             batch_size=self.train_batch, lr=self.train_lr,
+                             weight_decay=self.train_weight_decay)
+
     def hashing_settings(self) -> HashingSettings:
-        return HashingSettings(loss=self.hash, backbone=self.backbone, steps=self.train_steps,
-                               batch_size=self.train_batch, lr=self.train_lr,
-                               weight_decay=self.train_weight_decay)
+        return HashingSettings(loss=self.hash, **asdict(self.train_settings()))
 
     def protocol(self) -> Protocol:
         return load_protocol(self.dataset, seed=self.seed, query_per_class=self.query_per_class,
                              train_per_class=self.train_per_class,
                              database_per_class=self.database_per_class,
-                             image_size=None if self.dataset == "cifar10" else self.image_size)
+                             image_size=None if self.dataset == "cifar10" else self.image_size,
+                             classes=self.class_list())
 
 
 # Settings that act after condensation: one condensed set serves every value of these.
 TRAINING_FIELDS = frozenset({"task", "bits", "hash", "train_steps", "train_batch", "train_lr",
                              "train_weight_decay"})
-TASKS = ("retrieval", "classify")
 
 
 def _short_hash(values: dict) -> str:
@@ -269,7 +344,24 @@ def evaluate_retrieval(config: Config, protocol: Protocol, images: torch.Tensor,
     return metrics, {"train_s": train_s, "eval_s": time.perf_counter() - start}, losses
 
 
-EVALUATIONS = {"retrieval": evaluate_retrieval}
+def evaluate_classification(config: Config, protocol: Protocol, images: torch.Tensor,
+                            labels: torch.Tensor, device: torch.device, progress: bool):
+    """Train a classifier on the images; top-1 accuracy on the held-out images (``held_out``)."""
+    start = time.perf_counter()
+    net, losses = train_classifier(images, labels, num_classes=protocol.num_classes,
+                                   mean=protocol.mean, std=protocol.std,
+                                   settings=config.train_settings(), seed=config.seed,
+                                   device=device, progress=progress)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    test_images, test_labels = held_out(protocol)
+    metrics = {"accuracy": accuracy(net, test_images, test_labels, device=device, progress=progress)}
+    return metrics, {"train_s": train_s, "eval_s": time.perf_counter() - start}, losses
+
+
+# task name -> (config, protocol, images, labels, device, progress) -> (metrics, timings, losses)
+EVALUATIONS = {"retrieval": evaluate_retrieval, "classify": evaluate_classification}
+TASKS = tuple(EVALUATIONS)
 
 
 def write_json(value: dict, path: Path) -> None:
@@ -283,7 +375,11 @@ def write_record(record: dict, path: Path) -> None:
 
 
 def _data_name(config: Config) -> str:
-    return "cifar10" if config.dataset == "cifar10" else Path(config.dataset).name
+    """The results folder of a data set: its name, or the folder's name (+ how many classes)."""
+    if config.dataset in DATASETS:
+        return config.dataset
+    name = Path(config.dataset).expanduser().resolve().name
+    return name if config.classes is None else f"{name}-{len(config.class_list())}classes"
 
 
 def record_path(config: Config, results_dir: Path) -> Path:
@@ -320,7 +416,8 @@ def run_cached(config: Config, results_dir: str | os.PathLike = "results", **kwa
     return record
 
 
-METRIC_LABELS = {"map": "mAP@all", "map_at_1000": "mAP@1000", "precision_at_100": "P@100"}
+METRIC_LABELS = {"map": "mAP@all", "map_at_1000": "mAP@1000", "precision_at_100": "P@100",
+                 "accuracy": "top-1 accuracy"}
 
 
 def summary(record: dict) -> str:

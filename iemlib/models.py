@@ -1,4 +1,4 @@
-"""Backbones (ConvNet-3) and the hashing network (backbone + DHD hash head).
+"""Backbones (ConvNet-3, ResNetAP-10) and the hashing network (backbone + DHD hash head).
 
 Every model takes images in [0, 1] and normalises them itself, so synthetic sets stay in pixel
 space and augmentations act on pixels.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -49,6 +50,84 @@ class ConvNet(nn.Module):
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
         self.embed_dim = width * (image_size // 2 ** depth) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class BasicBlockAP(nn.Module):
+    """A residual block that downsamples by average pooling instead of a strided conv.
+
+    Main path: Conv3x3 → IN → ReLU → [AvgPool ``stride``] → Conv3x3 → IN. The shortcut is the
+    identity, or Conv1x1 → [AvgPool ``stride``] → IN where the shape changes. Sum, then ReLU.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.residual = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            instance_norm(out_channels), nn.ReLU(inplace=True), pool,
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            instance_norm(out_channels))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride > 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                nn.AvgPool2d(stride) if stride > 1 else nn.Identity(), instance_norm(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.residual(x) + self.shortcut(x))
+
+
+def resnet_ap_stem(channels: int, width: int, image_size: int) -> tuple[list[nn.Module], int]:
+    """The stem by input size (IDC's rule) and the factor by which it downsamples.
+
+    Up to 64 px: Conv3x3 → IN → ReLU (CIFAR-like, no pooling). 65–128 px: the same, then AvgPool 2.
+    Above 128 px: Conv7x7 (stride 1) → IN → ReLU → AvgPool 4 (ImageNet, 224 → 56).
+    """
+    kernel, pool = (3, 1) if image_size <= 64 else (3, 2) if image_size <= 128 else (7, 4)
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, kernel, padding=kernel // 2, bias=False),
+                               instance_norm(width), nn.ReLU(inplace=True)]
+    if pool > 1:
+        layers.append(nn.AvgPool2d(pool))
+    return layers, pool
+
+
+class ResNetAP(nn.Module):
+    """ResNetAP (IDC, Kim et al. 2022): a ResNet whose every downsampling is average pooling.
+
+    The default is ResNetAP-10: one BasicBlockAP a stage, widths 64/128/256/512, instance norm,
+    global average pooling to a 512-d embedding. Stages 2-4 halve the resolution, so after the
+    stem (see ``resnet_ap_stem``) the image size must be divisible by 2**(stages - 1).
+    Convolutions start from He-normal weights (fan-out), as in IDC.
+    """
+
+    def __init__(self, channels: int = 3, width: int = 64, blocks: Sequence[int] = (1, 1, 1, 1),
+                 image_size: int = 224, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                 std: Sequence[float] = (0.5, 0.5, 0.5)):
+        super().__init__()
+        if width < 1 or not blocks or min(blocks) < 1:
+            raise ValueError(f"ResNetAP needs width >= 1 and blocks >= 1, got {width}, {blocks}")
+        stem, reduction = resnet_ap_stem(channels, width, image_size)
+        divisor = reduction * 2 ** (len(blocks) - 1)
+        if image_size < 1 or image_size % divisor:
+            raise ValueError(f"image size {image_size} is not divisible by {divisor} "
+                             f"(stem pooling {reduction} × 2**{len(blocks) - 1})")
+        layers: list[nn.Module] = [Normalize(mean, std), *stem]
+        in_channels = width
+        for stage, count in enumerate(blocks):
+            out_channels = width * 2 ** stage
+            for i in range(count):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(BasicBlockAP(in_channels, out_channels, stride))
+                in_channels = out_channels
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.embed_dim = in_channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -95,7 +174,10 @@ class Classifier(nn.Module):
 
 def build_backbone(name: str, *, channels: int, image_size: int, mean: Sequence[float],
                    std: Sequence[float]) -> nn.Module:
-    """A backbone by name: ``convnet`` (ConvNet-3)."""
-    if name == "convnet":
-        return ConvNet(channels, image_size=image_size, mean=mean, std=std)
-    raise ValueError(f"unknown backbone {name!r}: expected 'convnet'")
+    """A backbone by name: ``convnet`` (ConvNet-3) or ``resnetap`` (ResNetAP-10)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: choose from {sorted(BACKBONES)}")
+    return BACKBONES[name](channels, image_size=image_size, mean=mean, std=std)
+
+
+BACKBONES = {"convnet": ConvNet, "resnetap": ResNetAP}

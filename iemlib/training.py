@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -11,6 +12,17 @@ from tqdm.auto import tqdm
 
 # objective(model, images in [0, 1], labels, generator) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How an evaluated network (hashing net or classifier) is built and trained with ``fit``."""
+
+    backbone: str = "convnet"
+    steps: int = 400
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:
@@ -30,18 +42,25 @@ def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generato
 
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective: Objective, *,
-        steps: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+        steps: int, batch_size: int, lr: float = 1e-3, weight_decay: float = 0.0,
         generator: torch.Generator, device: torch.device | str = "cpu",
         extra_parameters: list[nn.Parameter] | None = None, progress: bool = True,
-        desc: str = "train") -> list[float]:
-    """Adam with a cosine schedule for ``steps`` mini-batches; returns the loss of every step."""
+        desc: str = "train", optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+    """Adam with a cosine schedule for ``steps`` mini-batches; returns the loss of every step.
+
+    ``optimizer`` continues an existing optimiser instead (e.g. SGD whose momentum carries over
+    from call to call), at its own learning rate and without a schedule; ``lr``,
+    ``weight_decay`` and ``extra_parameters`` are then not used.
+    """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
     model.to(device).train()
-    parameters = list(model.parameters()) + list(extra_parameters or [])
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    schedule = None
+    if optimizer is None:
+        parameters = list(model.parameters()) + list(extra_parameters or [])
+        optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     losses = []
     bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
                disable=not progress, leave=False)
@@ -51,7 +70,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()

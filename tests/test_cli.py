@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from iemlib.experiment import PROFILES, Config
+from iemlib.experiment import PROFILES, Config, record_path
 
 FAST = ["--dataset", "cifar10", "--ipc", "2", "--bits", "16", "--hash", "dhd", "--profile", "smoke",
         "--seed", "0", "--train-steps", "3", "--quiet"]
@@ -116,3 +116,82 @@ def test_an_image_folder_runs_end_to_end(tmp_path, data_root):
     record = json.loads(out.read_text())
     assert record["config"]["dataset"] == str(folder) and record["config"]["image_size"] == 32
     assert record["split"]["sizes"] == {"train": 500, "query": 100, "database": 1000}
+
+
+def test_resnetap_runs_end_to_end_on_chosen_classes(tmp_path, data_root):
+    folder = data_root / "imagenette-mini"
+    if not folder.is_dir():
+        pytest.skip(f"no ImageFolder data at {folder}")
+    out = tmp_path / "resnetap.json"
+    classes = "n03888257,n01440764"  # not in sorted order: labels follow this order
+    # 8 px (ResNetAP's 3x3 stem, stages at 8, 4, 2, 1 px) and two classes keep it to seconds.
+    args = ["--dataset", str(folder), "--method", "random", "--ipc", "1", "--bits", "8",
+            "--profile", "smoke", "--train-steps", "2", "--backbone", "resnetap",
+            "--image-size", "8", "--classes", classes, "--quiet", "--out", str(out)]
+    code, _, stderr = finish(cli(*args, data_root=data_root))
+    assert code == 0, stderr
+    record = json.loads(out.read_text())
+    config = record["config"]
+    assert (config["backbone"], config["image_size"], config["classes"]) == ("resnetap", 8, classes)
+    assert record["split"]["sizes"] == {"train": 100, "query": 20, "database": 200}
+    assert record["split"]["counts"]["classes"] == classes.split(",")
+    assert 0 <= record["metrics"]["map"] <= 1
+
+
+def test_image_folders_get_the_imagenet_protocol(tmp_path):
+    for profile in ("cpu", "paper"):
+        for dataset in ("imagenet10", "imagenet20", str(tmp_path)):
+            c = Config(dataset=dataset, method="dm", profile=profile).resolved()
+            assert (c.query_per_class, c.train_per_class, c.database_per_class) == (None, 130, None)
+    cpu = Config(dataset="imagenet10", method="iem", profile="cpu").resolved()
+    paper = Config(dataset="imagenet10", method="iem", profile="paper").resolved()
+    assert (cpu.backbone, cpu.image_size, cpu.factor) == ("convnet", 32, 2)
+    assert (paper.backbone, paper.image_size, paper.factor) == ("resnetap", 224, 3)
+    smoke = Config(dataset="imagenet10", profile="smoke").resolved()
+    assert (smoke.query_per_class, smoke.train_per_class, smoke.database_per_class) == (10, 50, 100)
+    # CIFAR-10 keeps its protocol, 32 px and ConvNet-3 in every profile.
+    for profile in ("smoke", "cpu", "paper"):
+        c = Config(dataset="cifar10", method="dm", profile=profile).resolved()
+        assert (c.backbone, c.image_size) == ("convnet", 32)
+    assert Config(method="dm", profile="cpu").resolved().train_per_class == 500
+    # Explicit settings win over the profile.
+    c = Config(dataset="imagenet10", profile="paper", backbone="convnet", image_size=64).resolved()
+    assert (c.backbone, c.image_size) == ("convnet", 64)
+
+
+def test_classes_setting(tmp_path):
+    (tmp_path / "my set" / "train").mkdir(parents=True)
+    folder = str(tmp_path / "my set")
+    c = Config(dataset=folder, classes=" b, a", profile="smoke").resolved()
+    assert c.classes == "b,a" and c.class_list() == ("b", "a")
+    assert c.key() != Config(dataset=folder, profile="smoke").resolved().key()
+    def folder_name(config: Config) -> str:
+        return record_path(config.resolved(), tmp_path).parent.name
+    assert folder_name(c) == "my set-2classes"
+    assert folder_name(Config(dataset=folder, profile="smoke")) == "my set"
+    assert folder_name(Config(dataset="imagenet20")) == "imagenet20"
+    # Without classes the key is what it was before the setting existed (None is not hashed).
+    assert "classes" not in json.dumps({k: v for k, v in vars(Config().resolved()).items()
+                                        if v is not None})
+    for dataset, classes, message in (("cifar10", "cat", "fixed class list"),
+                                      ("imagenet10", "n02869837", "fixed class list"),
+                                      (folder, "a,,b", "comma-separated folder names")):
+        with pytest.raises(ValueError, match=message):
+            Config(dataset=dataset, classes=classes).resolved()
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet'.*resnetap"):
+        Config(backbone="resnet").resolved()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--classes", "n01440764,nope"], "unknown classes ['nope']"),
+    (["--backbone", "vgg"], "unknown backbone 'vgg'"),
+])
+def test_bad_folder_arguments_fail_in_one_line(tmp_path, data_root, args, message):
+    folder = data_root / "imagenette-mini"
+    if not folder.is_dir():
+        pytest.skip(f"no ImageFolder data at {folder}")
+    out = tmp_path / "record.json"
+    code, _, stderr = finish(cli("--dataset", str(folder), "--method", "random", "--profile",
+                                 "smoke", *args, "--out", str(out), data_root=data_root))
+    assert code != 0 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()

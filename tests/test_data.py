@@ -18,6 +18,8 @@ from PIL import Image
 import iemlib.data as data
 from iemlib.data import (
     CIFAR10_BIN_MD5,
+    IMAGENET20_CLASSES,
+    IMAGENET_SUBSETS,
     DatasetError,
     data_root,
     load_cifar10,
@@ -217,13 +219,116 @@ def test_image_folder_protocol(tmp_path, query_split):
 
 def test_image_folder_defaults_and_seed(tmp_path):
     root = _make_folder(tmp_path / "folder")
-    a = load_protocol(str(root), seed=0, image_size=4)
-    b = load_protocol(str(root), seed=0, image_size=4)
+    a = load_protocol(str(root), seed=0, image_size=4, train_per_class=3)
+    b = load_protocol(str(root), seed=0, image_size=4, train_per_class=3)
     assert torch.equal(a.train.indices, b.train.indices)
-    # train_per_class defaults to 130, capped by the smallest class (bee: 3).
     assert torch.bincount(a.train.labels, minlength=3).tolist() == [3, 3, 3]
-    q = load_protocol(str(root), seed=0, image_size=4, query_per_class=1)
+    assert len(a.query) == 6 and len(a.database) == 12  # all of test/ and of train/
+    q = load_protocol(str(root), seed=0, image_size=4, query_per_class=1, train_per_class=1)
     assert torch.bincount(q.query.labels, minlength=3).tolist() == [1, 1, 1]
+
+
+def test_image_folder_class_smaller_than_train_per_class_is_an_error(tmp_path):
+    # The default asks 130 training images a class (the ImageNet protocol); ant has 4. No cap:
+    # a silent cap would change the protocol while the record still said 130.
+    root = _make_folder(tmp_path / "folder")
+    with pytest.raises(ValueError, match=r"class ant: 130 training images asked for.* only 4"):
+        load_protocol(str(root), seed=0, image_size=4)
+    with pytest.raises(ValueError, match=r"class bee: 4 training images asked for.* only 3"):
+        load_protocol(str(root), seed=0, image_size=4, train_per_class=4)
+
+
+# --------------------------------------------------------------------------- #
+# class selection and the built-in ImageNet subsets
+# --------------------------------------------------------------------------- #
+# The paper's classes (IDC's class100.txt, first 20), written out independently of the library.
+PAPER_IMAGENET20 = """n02869837 n01749939 n02488291 n02107142 n13037406 n02091831 n04517823
+n04589890 n03062245 n01773797 n01735189 n07831146 n07753275 n03085013 n04485082 n02105505
+n01983481 n02788148 n03530642 n04435653""".split()
+
+
+def test_builtin_imagenet_class_lists():
+    assert list(IMAGENET20_CLASSES) == PAPER_IMAGENET20
+    assert len(set(IMAGENET20_CLASSES)) == 20
+    assert all(len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in IMAGENET20_CLASSES)
+    assert IMAGENET_SUBSETS["imagenet20"] == tuple(PAPER_IMAGENET20)
+    assert IMAGENET_SUBSETS["imagenet10"] == tuple(PAPER_IMAGENET20[:10])
+
+
+def test_image_folder_class_selection(tmp_path):
+    root = _make_folder(tmp_path / "folder")
+    p = load_protocol(str(root), seed=0, image_size=8, train_per_class=2, classes=("cat", "ant"))
+    assert p.class_names == ("cat", "ant") and p.num_classes == 2  # labels follow the given order
+    assert (len(p.query), len(p.database), len(p.train)) == (4, 9, 4)
+    assert torch.bincount(p.database.labels, minlength=2).tolist() == [5, 4]
+    assert p.counts["classes"] == ["cat", "ant"]
+    for image, label in zip(p.query.images, p.query.labels):
+        colour = torch.tensor(TEST_COLOUR[p.class_names[label]], dtype=torch.uint8).view(3, 1, 1)
+        assert torch.equal(image, colour.expand(3, 8, 8))
+    for image, label in zip(p.train.images, p.train.labels):
+        assert p.class_names[label] in ("cat", "ant")
+        assert image[1].max() == 0  # no bee (green) image came in
+    # bee alone: 3 training images is then enough.
+    bee = load_protocol(str(root), seed=0, image_size=4, classes=("bee",), train_per_class=3)
+    assert bee.class_names == ("bee",) and len(bee.train) == 3
+
+
+@pytest.mark.parametrize("classes, message", [
+    (("ant", "dog"), r"unknown classes \['dog'\].*choose from \['ant', 'bee', 'cat'\]"),
+    (("ant", "ant"), r"named more than once: \['ant'\]"),
+    ((), "non-empty"),
+    (("ant", ""), "non-empty"),
+])
+def test_image_folder_bad_classes(tmp_path, classes, message):
+    root = _make_folder(tmp_path / "folder")
+    with pytest.raises(ValueError, match=message):
+        load_protocol(str(root), seed=0, image_size=4, train_per_class=1, classes=classes)
+
+
+def test_image_folder_class_missing_from_query_split(tmp_path):
+    root = _make_folder(tmp_path / "folder")
+    shutil.rmtree(root / "test" / "bee")
+    with pytest.raises(DatasetError, match=r"\['bee'\] not found under .*test"):
+        load_protocol(str(root), seed=0, image_size=4, train_per_class=1, classes=("ant", "bee"))
+
+
+def _fake_imagenet(root: Path, classes, per_split=(2, 1)) -> Path:
+    """<root>/imagenet with train/ and val/ folders of one-colour images, one colour a class."""
+    for k, wnid in enumerate(classes):
+        for split, n in zip(("train", "val"), per_split):
+            for i in range(n):
+                _write_png(root / "imagenet" / split / wnid / f"{i}.png", (k * 10, i * 50, 7), (9, 9))
+    return root
+
+
+@pytest.mark.parametrize("name, count", [("imagenet10", 10), ("imagenet20", 20)])
+def test_imagenet_subsets_read_the_builtin_classes(tmp_path, name, count):
+    # The folder holds all 20 classes plus an extra; the subset takes its own, in the paper's order.
+    root = _fake_imagenet(tmp_path, [*PAPER_IMAGENET20, "n09999999"])
+    p = load_protocol(name, root=root, seed=0, image_size=4, train_per_class=1)
+    assert p.name == name and p.class_names == tuple(PAPER_IMAGENET20[:count])
+    assert (len(p.train), len(p.query), len(p.database)) == (count, count, 2 * count)
+    assert p.mean == data.IMAGENET_MEAN
+    for image, label in zip(p.database.images, p.database.labels):
+        assert int(image[0, 0, 0]) == PAPER_IMAGENET20.index(p.class_names[label]) * 10
+    with pytest.raises(ValueError, match="fixed class list"):
+        load_protocol(name, root=root, seed=0, image_size=4, classes=("n02869837",))
+
+
+def test_imagenet10_without_data_names_folder_and_missing_classes(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_protocol("imagenet10", root=tmp_path, seed=0)
+    message = str(info.value)
+    assert str(tmp_path / "imagenet") in message and "10 of its 10 classes" in message
+    assert all(wnid in message for wnid in PAPER_IMAGENET20[:10])
+    # Partly there: only the classes missing from val/ are named.
+    _fake_imagenet(tmp_path, PAPER_IMAGENET20[:10])
+    shutil.rmtree(tmp_path / "imagenet" / "val" / PAPER_IMAGENET20[3])
+    with pytest.raises(DatasetError, match=rf"1 of its 10 classes .*val: {PAPER_IMAGENET20[3]}\."):
+        load_protocol("imagenet10", root=tmp_path, seed=0, image_size=4)
+    # imagenet20 needs ten more.
+    with pytest.raises(DatasetError, match=rf"10 of its 20 classes .*train: {PAPER_IMAGENET20[10]} "):
+        load_protocol("imagenet20", root=tmp_path, seed=0, image_size=4)
 
 
 def test_image_folder_without_query_split_raises(tmp_path):
@@ -242,7 +347,7 @@ def test_image_folder_without_train_raises(tmp_path):
 
 def test_unknown_name_raises(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetError, match="unknown data set 'nope'"):
+    with pytest.raises(DatasetError, match=r"unknown data set 'nope'.*imagenet10"):
         load_protocol("nope", seed=0)
 
 

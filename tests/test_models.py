@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iemlib.models import ConvNet, HashHead, HashNet, Normalize, build_backbone
+from iemlib.models import (BasicBlockAP, ConvNet, HashHead, HashNet, Normalize, ResNetAP,
+                           build_backbone)
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -100,6 +101,138 @@ def test_convnet_channels():
 
 
 # --------------------------------------------------------------------------- #
+# ResNetAP
+# --------------------------------------------------------------------------- #
+def _hand_param_count(stem_kernel: int, width: int = 64, channels: int = 3) -> int:
+    """ResNetAP-10's parameters, counted by hand: convs have no bias, every IN has 2·C."""
+    def inorm(c):
+        return 2 * c
+    total = stem_kernel ** 2 * channels * width + inorm(width)             # stem
+    total += 2 * (9 * width * width + inorm(width))                        # stage 1, no shortcut
+    for c_in, c_out in ((width, 2 * width), (2 * width, 4 * width), (4 * width, 8 * width)):
+        total += 9 * c_in * c_out + inorm(c_out) + 9 * c_out * c_out + inorm(c_out)  # main path
+        total += c_in * c_out + inorm(c_out)                               # 1x1 shortcut + IN
+    return total
+
+
+def test_resnetap10_hand_parameter_count():
+    # 7x7 stem at 224 px: 9,536 + 73,984 + 230,144 + 919,040 + 3,673,088.
+    assert _hand_param_count(7) == 4_905_792
+    assert sum(p.numel() for p in ResNetAP(image_size=224).parameters()) == _hand_param_count(7)
+    # 3x3 stem at 32 px (and 64, 128).
+    assert sum(p.numel() for p in ResNetAP(image_size=32).parameters()) == _hand_param_count(3)
+    small = ResNetAP(channels=1, width=8, image_size=32, mean=(0.5,), std=(0.5,))
+    assert sum(p.numel() for p in small.parameters()) == _hand_param_count(3, width=8, channels=1)
+
+
+def _block_inputs_and_output(net: ResNetAP, x: torch.Tensor):
+    """(channels, side) of the input to each residual block and to the global pooling."""
+    shapes = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape[1::2])))
+             for m in net.modules() if isinstance(m, (BasicBlockAP, torch.nn.AdaptiveAvgPool2d))]
+    out = net(x)
+    for hook in hooks:
+        hook.remove()
+    return shapes, out
+
+
+@pytest.mark.parametrize("size, after_stem, stem_kernel, stem_pool", [
+    (224, 56, 7, 4),   # ImageNet: 7x7 stride-1 stem, then 4x4 average pooling
+    (128, 64, 3, 2),   # 65-128 px: 3x3 stem, then 2x2 average pooling
+    (64, 64, 3, None),  # up to 64 px: 3x3 stem, no pooling
+    (32, 32, 3, None),
+])
+def test_resnetap10_shapes_and_stem(size, after_stem, stem_kernel, stem_pool):
+    torch.manual_seed(0)
+    net = ResNetAP(image_size=size)
+    assert net.embed_dim == 512
+    shapes, out = _block_inputs_and_output(net, torch.rand(2, 3, size, size))
+    assert out.shape == (2, 512) and torch.isfinite(out).all()
+    s = after_stem
+    assert shapes == [(64, s), (64, s), (128, s // 2), (256, s // 4), (512, s // 8)]
+    stem_conv = net.features[1]
+    assert isinstance(stem_conv, torch.nn.Conv2d) and stem_conv.kernel_size == (stem_kernel,) * 2
+    pools = [m for m in net.features[:5] if isinstance(m, torch.nn.AvgPool2d)]
+    assert [p.kernel_size for p in pools] == ([stem_pool] if stem_pool else [])
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_resnetap_downsamples_only_by_average_pooling(size):
+    net = ResNetAP(image_size=size)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 2 * 4 + 3  # stem, two a block, three 1x1 shortcuts
+    assert all(c.stride == (1, 1) and c.bias is None for c in convs)
+    assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.BatchNorm2d)) for m in net.modules())
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.AvgPool2d)]
+    # stages 2-4 pool in the main path and in the shortcut; the 224-px stem pools once more
+    assert len(pools) == 6 + (size == 224)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(n.num_groups == n.num_channels for n in norms)  # instance norm
+    assert len(norms) == 1 + 2 * 4 + 3
+
+
+def _manual_block(h, block, stride):
+    conv1, norm1, _, _, conv2, norm2 = block.residual
+    out = _instance_norm(F.conv2d(h, conv1.weight, padding=1), norm1.weight, norm1.bias)
+    out = torch.clamp(out, min=0)
+    if stride > 1:
+        n, c, height, width = out.shape
+        out = out.reshape(n, c, height // 2, 2, width // 2, 2).mean(dim=(3, 5))
+    out = _instance_norm(F.conv2d(out, conv2.weight, padding=1), norm2.weight, norm2.bias)
+    if isinstance(block.shortcut, torch.nn.Identity):
+        short = h
+    else:
+        conv, _, norm = block.shortcut
+        short = F.conv2d(h, conv.weight)
+        n, c, height, width = short.shape
+        short = short.reshape(n, c, height // 2, 2, width // 2, 2).mean(dim=(3, 5))
+        short = _instance_norm(short, norm.weight, norm.bias)
+    return torch.clamp(out + short, min=0)
+
+
+def test_resnetap_matches_manual_forward():
+    torch.manual_seed(0)
+    net = ResNetAP(width=4, blocks=(1, 1, 1), image_size=16, mean=MEAN, std=STD)
+    for m in net.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    x = torch.rand(3, 3, 16, 16)
+    h = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    stem, stem_norm = net.features[1], net.features[2]
+    h = torch.clamp(_instance_norm(F.conv2d(h, stem.weight, padding=1), stem_norm.weight,
+                                   stem_norm.bias), min=0)
+    blocks = list(net.features[4:7])
+    for block, stride in zip(blocks, (1, 2, 2)):
+        h = _manual_block(h, block, stride)
+    expected = h.mean(dim=(2, 3))
+    assert expected.shape == (3, 16) and net.embed_dim == 16
+    torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_resnetap_instance_norm_is_per_image_and_init_is_he_fan_out():
+    torch.manual_seed(0)
+    net = ResNetAP(width=8, image_size=32)
+    x = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(net(x)[2:3], net(x[2:3]), atol=1e-5, rtol=1e-5)
+    conv = ResNetAP(image_size=32).features[-3].residual[4]  # last stage: 3x3, 512 -> 512
+    assert abs(conv.weight.std().item() / math.sqrt(2 / (9 * 512)) - 1) < 0.02
+
+
+@pytest.mark.parametrize("size", [30, 36, 100, 120, 200, 240, 0])
+def test_resnetap_rejects_sizes_it_cannot_halve(size):
+    # <= 64 px: divisible by 8; 65-128 px: by 16 (stem pool 2); above: by 32 (stem pool 4).
+    with pytest.raises(ValueError, match=f"image size {size} is not divisible"):
+        ResNetAP(image_size=size)
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"blocks": ()}, {"blocks": (1, 0, 1, 1)}])
+def test_resnetap_rejects_bad_width_blocks(kwargs):
+    with pytest.raises(ValueError, match="ResNetAP needs"):
+        ResNetAP(image_size=32, **kwargs)
+
+
+# --------------------------------------------------------------------------- #
 # Normalize
 # --------------------------------------------------------------------------- #
 def test_normalize_matches_formula():
@@ -185,7 +318,17 @@ def test_build_backbone_convnet():
     torch.testing.assert_close(norm.std.flatten(), torch.tensor(STD))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "ConvNet", ""])
+def test_build_backbone_resnetap():
+    net = build_backbone("resnetap", channels=3, image_size=64, mean=MEAN, std=STD)
+    assert isinstance(net, ResNetAP) and net.embed_dim == 512
+    norm = net.features[0]
+    assert isinstance(norm, Normalize)  # takes [0, 1] images and normalises them itself
+    torch.testing.assert_close(norm.mean.flatten(), torch.tensor(MEAN))
+    torch.testing.assert_close(norm.std.flatten(), torch.tensor(STD))
+    assert HashNet(net, 16)(torch.rand(2, 3, 64, 64)).shape == (2, 16)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "ConvNet", "ResNetAP", ""])
 def test_build_backbone_unknown_name(name):
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone(name, channels=3, image_size=32, mean=MEAN, std=STD)

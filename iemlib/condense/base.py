@@ -40,6 +40,8 @@ class CondenseSettings:
     alpha: float = 0.0
     backbone: str = "convnet"
     checkpoint_every: int = 25
+    outer_loop: int = 1        # gradient matching (DSA, IDC): image steps per network
+    inner_loop: int = 1        # gradient matching: network SGD steps between two image steps
 
 
 @dataclass
@@ -135,7 +137,7 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
             raise Interrupted(f"stopped after {iteration} iterations")
         loss = loss_fn(images, iteration, generator(task.seed, method, "iteration", iteration))
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=[images])  # not into the parameters of a network it went through
         images.grad.mul_(scale)
         optimiser.step()
         with torch.no_grad():

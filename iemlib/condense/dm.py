@@ -13,31 +13,14 @@ import torch
 from torch import nn
 
 from ..augment import DSA
-from ..models import build_backbone
-from ..seeding import seeded
 from ..synthetic import SyntheticSet
 from ..training import as_float
 from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
                    optimise_images, timed)
+from .networks import random_network
 
 # network_for(iteration, generator) -> a frozen embedding network for that iteration
 NetworkSource = Callable[[int, torch.Generator], nn.Module]
-
-
-def random_network(task: CondenseTask, settings: CondenseSettings, *parts: object) -> nn.Module:
-    """A randomly initialised backbone, seeded by (seed, parts), frozen, on the task's device."""
-    channels, size = task.train.images.shape[1], task.train.images.shape[-1]
-    with seeded(task.seed, *parts):
-        net = build_backbone(settings.backbone, channels=channels, image_size=size,
-                             mean=task.mean, std=task.std)
-    return freeze(net.to(task.device))
-
-
-def freeze(net: nn.Module) -> nn.Module:
-    net.eval()
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
-    return net
 
 
 def class_means(embeddings: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -17,16 +17,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..augment import DSA
-from ..models import Classifier
-from ..seeding import generator as make_generator
-from ..seeding import seeded
-from ..training import fit
 from .base import CondenseResult, CondenseSettings, CondenseTask, load_checkpoint, timed
-from .dm import distribution_matching, freeze, random_network
+from .dm import distribution_matching
+from .networks import early_network, freeze, random_network
 
 PERTURB_MODES = ("none", "filter", "layer", "element")
 NETWORK_SOURCES = ("fresh", "fixed", "pool", "early")
@@ -59,22 +54,6 @@ def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator)
         for parameter in augmented.parameters():
             parameter.add_(perturbation(parameter, mode, generator), alpha=alpha)
     return freeze(augmented)
-
-
-def early_network(task: CondenseTask, settings: CondenseSettings, index: int) -> nn.Module:
-    """A backbone trained ``early_steps`` steps (cross-entropy, DSA) on the real training set."""
-    backbone = random_network(task, settings, "iem-network", index)
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(True)
-    with seeded(task.seed, "early-classifier", index):
-        model = Classifier(backbone, task.num_classes)
-    dsa = DSA(mean=task.mean, std=task.std)
-    fit(model, task.train.images, task.train.labels,
-        lambda m, x, y, g: F.cross_entropy(m(dsa.augment(x, g)), y),
-        steps=settings.early_steps, batch_size=256, lr=1e-3,
-        generator=make_generator(task.seed, "early-network", index), device=task.device,
-        progress=task.progress, desc=f"early network {index + 1}/{settings.pool_size}")
-    return freeze(backbone)
 
 
 def initial_networks(task: CondenseTask, settings: CondenseSettings,

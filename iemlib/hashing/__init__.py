@@ -1,4 +1,4 @@
-"""Deep hashing: losses (DHD), one trainer and one encoder."""
+"""Deep hashing: losses (DHD, DPN, OrthoHash), one trainer and one encoder."""
 
 from .trainer import LOSSES, HashingSettings, encode, train_hashing
 

@@ -9,22 +9,20 @@ import torch
 
 from ..models import HashNet, build_backbone
 from ..seeding import generator, seeded
-from ..training import fit, predict
+from ..training import TrainSettings, fit, predict
 from .dhd import DHDLoss
+from .dpn import DPNLoss
+from .orthohash import OrthoHashLoss
 
-LOSSES = {"dhd": DHDLoss}
+# name -> objective class(bits, num_classes, *, mean, std); built under the network's seed
+LOSSES = {"dhd": DHDLoss, "dpn": DPNLoss, "orthohash": OrthoHashLoss}
 
 
 @dataclass(frozen=True)
-class HashingSettings:
-    """How the hashing network is trained."""
+class HashingSettings(TrainSettings):
+    """How the hashing network is trained: ``TrainSettings`` and the hashing loss."""
 
     loss: str = "dhd"
-    backbone: str = "convnet"
-    steps: int = 400
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
 
 
 def train_hashing(images: torch.Tensor, labels: torch.Tensor, *, bits: int, num_classes: int,
