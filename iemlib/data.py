@@ -283,12 +283,22 @@ def load_protocol(
         path, classes = imagenet_subset(key, root), IMAGENET_SUBSETS[key]
         return _folder_protocol(path, generator, seed, query_per_class, train_per_class or 130,
                                 database_per_class, image_size or 224, classes, key)
-    path = Path(name).expanduser()
-    if path.is_dir():
+    path = image_folder(name, root)
+    if path is not None:
         return _folder_protocol(path, generator, seed, query_per_class, train_per_class or 130,
-                                database_per_class, image_size or 224, classes, str(path))
-    raise DatasetError(f"unknown data set {name!r}: choose from {list(DATASETS)} or an ImageFolder "
-                       f"path (no folder at {path.resolve()})")
+                                database_per_class, image_size or 224, classes, str(name))
+    raise DatasetError(f"unknown data set {name!r}: choose from {list(DATASETS)}, an ImageFolder "
+                       f"path or a folder of the data root (no folder at "
+                       f"{Path(name).expanduser().resolve()} or {data_root(root) / name})")
+
+
+def image_folder(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The ImageFolder ``name`` names: a path, else a folder of the data root (so a record of
+    ``imagenette-mini`` means the same on every machine); None when neither exists."""
+    for path in (Path(name).expanduser(), data_root(root) / name):
+        if path.is_dir():
+            return path
+    return None
 
 
 def imagenet_subset(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -22,7 +22,7 @@ from . import __version__
 from .classification import accuracy, held_out, train_classifier
 from .condense import (METHODS, PINNED, CondenseResult, CondenseSettings, CondenseTask,
                        condense, dsa, idc)
-from .data import DATASETS, Protocol, load_protocol
+from .data import DATASETS, Protocol, image_folder, load_protocol
 from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
 from .models import BACKBONES
@@ -168,9 +168,9 @@ class Config:
             raise ValueError(f"unknown task {self.task!r}: choose from {list(TASKS)}")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}: choose from {sorted(PROFILES)}")
-        if self.dataset not in DATASETS and not Path(self.dataset).expanduser().is_dir():
-            raise ValueError(f"unknown data set {self.dataset!r}: choose from {list(DATASETS)} "
-                             "or an ImageFolder path")
+        if self.dataset not in DATASETS and image_folder(self.dataset) is None:
+            raise ValueError(f"unknown data set {self.dataset!r}: choose from {list(DATASETS)}, "
+                             "an ImageFolder path or a folder of the data root")
         if self.backbone is not None and self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}: choose from {sorted(BACKBONES)}")
         if self.classes is not None and self.dataset in DATASETS:

@@ -228,6 +228,18 @@ def test_image_folder_defaults_and_seed(tmp_path):
     assert torch.bincount(q.query.labels, minlength=3).tolist() == [1, 1, 1]
 
 
+def test_image_folder_by_name_under_the_data_root(tmp_path, monkeypatch):
+    _make_folder(tmp_path / "root" / "bugs")
+    by_path = load_protocol(str(tmp_path / "root" / "bugs"), seed=0, image_size=4, train_per_class=3)
+    by_name = load_protocol("bugs", root=tmp_path / "root", seed=0, image_size=4, train_per_class=3)
+    assert torch.equal(by_name.train.images, by_path.train.images) and by_name.name == "bugs"
+    monkeypatch.setenv("IEMLIB_DATA", str(tmp_path / "root"))
+    from iemlib.experiment import Config
+    assert Config(dataset="bugs", method="random", profile="smoke").resolved().dataset == "bugs"
+    with pytest.raises(DatasetError, match="no folder at .*bugz"):
+        load_protocol("bugz", root=tmp_path / "root")
+
+
 def test_image_folder_class_smaller_than_train_per_class_is_an_error(tmp_path):
     # The default asks 130 training images a class (the ImageNet protocol); ant has 4. No cap:
     # a silent cap would change the protocol while the record still said 130.
