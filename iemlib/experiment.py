@@ -374,7 +374,7 @@ def write_record(record: dict, path: Path) -> None:
     write_json(record, path)
 
 
-def _data_name(config: Config) -> str:
+def data_name(config: Config) -> str:
     """The results folder of a data set: its name, or the folder's name (+ how many classes)."""
     if config.dataset in DATASETS:
         return config.dataset
@@ -387,13 +387,13 @@ def record_path(config: Config, results_dir: Path) -> Path:
     name = f"{config.method}-ipc{config.ipc}-{config.bits}b-{config.hash}-s{config.seed}-{config.key()}.json"
     if config.task != "retrieval":
         name = f"{config.task}-{config.method}-ipc{config.ipc}-s{config.seed}-{config.key()}.json"
-    return Path(results_dir) / config.profile / _data_name(config) / name
+    return Path(results_dir) / config.profile / data_name(config) / name
 
 
 def synthetic_path(config: Config, results_dir: Path) -> Path:
     """Where the cache keeps the condensed set of a (resolved) config, shared by all its records."""
     name = f"{config.method}-ipc{config.ipc}-s{config.seed}-{config.condense_key()}.pt"
-    return Path(results_dir) / config.profile / _data_name(config) / "synthetic" / name
+    return Path(results_dir) / config.profile / data_name(config) / "synthetic" / name
 
 
 def run_cached(config: Config, results_dir: str | os.PathLike = "results", **kwargs) -> dict:

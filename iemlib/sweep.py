@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from .experiment import Config, record_path, run_cached, summary, write_json
+from .experiment import Config, data_name, record_path, run_cached, summary, write_json
 
 # Every setting can be an axis of a sweep; these are the columns of every sweep table.
 GRID_AXES = tuple(f.name for f in fields(Config))
@@ -126,20 +126,18 @@ def _describe(outcome: Outcome) -> str:
 def table(outcomes: Sequence[Outcome]) -> str:
     """The sweep's outcomes as an aligned text table: the usual columns, any other setting that
     varies across the sweep, the score and the condensation time."""
-    given = [asdict(o.config) for o in outcomes]
+    given = [{**asdict(o.config), "dataset": data_name(o.config)} for o in outcomes]
     varied = [name for name in GRID_AXES if name not in TABLE_COLUMNS
               and len({json.dumps(g[name]) for g in given}) > 1]
     columns = ["status", *TABLE_COLUMNS, *varied, "score", "condense s"]
-    rows = [[o.status, *(_cell(g[name], name) for name in (*TABLE_COLUMNS, *varied)), *_score(o)]
+    rows = [[o.status, *(_cell(g[name]) for name in (*TABLE_COLUMNS, *varied)), *_score(o)]
             for o, g in zip(outcomes, given)]
     widths = [max(len(str(x)) for x in column) for column in zip(columns, *rows)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths))
                      for row in [columns, *rows])
 
 
-def _cell(value: object, name: str) -> str:
-    if name == "dataset" and value != "cifar10":
-        return Path(str(value)).name
+def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
