@@ -26,7 +26,8 @@ from .data import DATASETS, Protocol, image_folder, load_protocol
 from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
 from .models import BACKBONES
-from .retrieval import mean_average_precision, precision_at_k
+from .retrieval import (mean_average_precision, precision_curve, precision_recall_curve,
+                        rank_database)
 from .synthetic import SyntheticSet
 from .training import TrainSettings
 
@@ -262,12 +263,29 @@ def environment(device: torch.device) -> dict:
             "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+# Precision@k curve points, and how many database items the gallery keeps for each query.
+PRECISION_KS = tuple(range(100, 1001, 100))
+GALLERY_TOP = 10
+
+
 def retrieval_metrics(query_codes, db_codes, query_labels, db_labels) -> dict:
-    """The metrics every record reports."""
+    """The metrics every record reports, with the curves and the gallery the book draws.
+
+    ``pr_curve`` is precision and recall at Hamming radius 0..bits; ``precision_at_k`` maps each
+    k of PRECISION_KS to P@k; ``gallery`` holds the first query of each class (query indices)
+    and the database indices of its GALLERY_TOP nearest codes.
+    """
+    precision, recall = precision_recall_curve(query_codes, db_codes, query_labels, db_labels)
+    at_k = precision_curve(query_codes, db_codes, query_labels, db_labels, PRECISION_KS)
+    firsts = [int((query_labels == c).nonzero()[0]) for c in query_labels.unique().tolist()]
+    top = rank_database(query_codes[firsts], db_codes)[:, :GALLERY_TOP]
     return {
         "map": mean_average_precision(query_codes, db_codes, query_labels, db_labels),
         "map_at_1000": mean_average_precision(query_codes, db_codes, query_labels, db_labels, topk=1000),
-        "precision_at_100": precision_at_k(query_codes, db_codes, query_labels, db_labels, 100),
+        "precision_at_100": at_k[0],
+        "precision_at_k": dict(zip(map(str, PRECISION_KS), at_k)),
+        "pr_curve": {"precision": precision.tolist(), "recall": recall.tolist()},
+        "gallery": {"queries": firsts, "retrieved": top.tolist()},
     }
 
 
@@ -416,6 +434,7 @@ def run_cached(config: Config, results_dir: str | os.PathLike = "results", **kwa
     return record
 
 
+# The scalar metrics, as a summary names them (records also hold curves and a gallery).
 METRIC_LABELS = {"map": "mAP@all", "map_at_1000": "mAP@1000", "precision_at_100": "P@100",
                  "accuracy": "top-1 accuracy"}
 
@@ -426,8 +445,8 @@ def summary(record: dict) -> str:
     what = f"{c['method']} ipc={c['ipc']}"
     if c.get("task", "retrieval") == "retrieval":
         what += f" bits={c['bits']} {c['hash']}"
-    scores = "  ".join(f"{METRIC_LABELS.get(name, name)} {value:.4f}"
-                       for name, value in record["metrics"].items())
+    scores = "  ".join(f"{label} {record['metrics'][name]:.4f}"
+                       for name, label in METRIC_LABELS.items() if name in record["metrics"])
     return f"{what} [{c['profile']}] {c.get('task', 'retrieval')}: {scores}"
 
 

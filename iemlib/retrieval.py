@@ -13,6 +13,8 @@ bounded at ``O(chunk_size * N)``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,7 @@ __all__ = [
     "relevance",
     "mean_average_precision",
     "precision_at_k",
+    "precision_curve",
     "precision_recall_curve",
 ]
 
@@ -203,18 +206,33 @@ def precision_at_k(
 
     ``k > N`` is clamped to N; ``k < 1`` raises ValueError.
     """
+    return precision_curve(query_codes, db_codes, query_labels, db_labels, [k],
+                           chunk_size=chunk_size)[0]
+
+
+def precision_curve(
+    query_codes: Tensor,
+    db_codes: Tensor,
+    query_labels: Tensor,
+    db_labels: Tensor,
+    ks: Sequence[int],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> list[float]:
+    """``precision_at_k`` at every k of ``ks``, from one ranking of the database."""
     _check_all(query_codes, db_codes, query_labels, db_labels)
     _check_chunk_size(chunk_size)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    n_query = query_codes.shape[0]
-    k = min(k, db_codes.shape[0])
-    hits = 0
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every k must be >= 1, got {list(ks)}")
+    n_query, n_db = query_codes.shape[0], db_codes.shape[0]
+    clamped = [min(k, n_db) for k in ks]
+    hits = torch.zeros(len(ks), dtype=torch.float64)
     for s in _chunks(n_query, chunk_size):
         sl = slice(s, s + chunk_size)
-        rel = _ranked_relevance(query_codes[sl], db_codes, query_labels[sl], db_labels, k)
-        hits += int(rel.sum())
-    return hits / (k * n_query)
+        rel = _ranked_relevance(query_codes[sl], db_codes, query_labels[sl], db_labels, max(clamped))
+        found = rel.to(torch.float64).cumsum(dim=1).sum(dim=0).cpu()
+        hits += found[torch.tensor(clamped) - 1]
+    return [float(h) / (k * n_query) for h, k in zip(hits, clamped)]
 
 
 def precision_recall_curve(

@@ -146,7 +146,8 @@ def test_cli_smoke_run(tmp_path, data_root, method, ipc, stored):
     record = json.loads(out.read_text())
     assert (record["config"]["method"], record["config"]["ipc"]) == (method, ipc)
     assert record["synthetic"]["stored"] == record["synthetic"]["decoded"] == stored
-    assert all(0 <= value <= 1 for value in record["metrics"].values())
+    scalars = [record["metrics"][name] for name in ("map", "map_at_1000", "precision_at_100")]
+    assert all(0 <= value <= 1 for value in scalars)
     if method == "herding":
         assert len(set(record["condense_info"]["train_indices"])) == stored
     else:

@@ -9,6 +9,7 @@ from iemlib.retrieval import (
     hamming_distance,
     mean_average_precision,
     precision_at_k,
+    precision_curve,
     precision_recall_curve,
     rank_database,
     relevance,
@@ -186,6 +187,19 @@ def test_precision_at_k_matches_bruteforce(kind: str) -> None:
         assert got == pytest.approx(_ref_precision_at_k(*lists, k), abs=1e-12)
 
 
+def test_precision_curve_matches_bruteforce_at_every_k() -> None:
+    qc, dc, ql, dl = _problem("class", 6, seed=3)
+    lists = _as_lists(qc, dc, ql, dl)
+    ks = [1, 5, 37, 200, 10_000]
+    got = precision_curve(qc, dc, ql, dl, ks, chunk_size=3)
+    n_db = dc.shape[0]  # k beyond the database is clamped to it
+    assert got == pytest.approx([_ref_precision_at_k(*lists, min(k, n_db)) for k in ks], abs=1e-12)
+    with pytest.raises(ValueError):
+        precision_curve(qc, dc, ql, dl, [0, 5])
+    with pytest.raises(ValueError):
+        precision_curve(qc, dc, ql, dl, [])
+
+
 def test_precision_recall_curve_sanity() -> None:
     n_bits = 8
     qc, dc, ql, dl = _problem("class", n_bits, seed=2)
@@ -267,3 +281,23 @@ def test_bad_topk_raises() -> None:
         precision_at_k(codes, codes, cls, cls, 0)
     with pytest.raises(ValueError, match="chunk_size"):
         mean_average_precision(codes, codes, cls, cls, chunk_size=0)
+
+
+def test_record_metrics_hold_curves_and_a_gallery_that_match_the_references() -> None:
+    from iemlib.experiment import GALLERY_TOP, PRECISION_KS, retrieval_metrics
+
+    qc, dc, ql, dl = _problem("class", 8, seed=4)
+    metrics = retrieval_metrics(qc, dc, ql, dl)
+    lists = _as_lists(qc, dc, ql, dl)
+    assert metrics["map"] == pytest.approx(_ref_map(*lists, None), abs=1e-12)
+    n_db = dc.shape[0]
+    assert list(metrics["precision_at_k"]) == [str(k) for k in PRECISION_KS]
+    for k, value in metrics["precision_at_k"].items():
+        assert value == pytest.approx(_ref_precision_at_k(*lists, min(int(k), n_db)), abs=1e-12)
+    assert metrics["precision_at_100"] == metrics["precision_at_k"]["100"]
+    assert len(metrics["pr_curve"]["precision"]) == len(metrics["pr_curve"]["recall"]) == 9
+    gallery = metrics["gallery"]
+    classes = sorted(set(ql.tolist()))
+    assert gallery["queries"] == [ql.tolist().index(c) for c in classes]  # first query a class
+    for q, retrieved in zip(gallery["queries"], gallery["retrieved"]):
+        assert retrieved == _ref_ranking(lists[0][q], lists[1])[:GALLERY_TOP]
