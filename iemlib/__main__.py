@@ -1,7 +1,9 @@
 """Command line.
 
-``python -m iemlib run ...``    one configuration → one JSON record
-``python -m iemlib sweep ...``  a grid of configurations through the results cache
+``python -m iemlib run ...``                  one configuration → one JSON record
+``python -m iemlib sweep ...``                a grid of configurations through the results cache
+``python -m iemlib sweep --notebook NB ...``  a notebook executed over a grid of parameters
+``python -m iemlib goldens write|check DIR``  the key-number goldens of executed notebooks
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from .condense import Interrupted
 from .data import DatasetError
 from .experiment import Config, record_path, run, summary, synthetic_path, write_record
+from .goldens import GOLDENS, check_goldens, executed_notebooks, write_goldens
+from .notebook_sweep import (SUMMARY, default_out, parse_value, summary_table,
+                             sweep_notebook)
 from .sweep import GRID_AXES, grid, run_sweep, table
 
 
@@ -24,23 +29,47 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"iemlib: error: {message}\n")
 
 
+RESULTS_DIR, DEVICE = Path("results"), "auto"
+EXECUTED = Path("_build", "test", "executed")  # where `make nbval` leaves the smoke runs
+
+
 def _add_config_options(parser: argparse.ArgumentParser, axes: tuple[str, ...] = ()) -> None:
-    """One option per Config field, under the field's own name; ``axes`` take several values."""
+    """One option per Config field, under the field's own name; ``axes`` take several values
+    and stay None when not given (the sweep tells what was given from what was not)."""
     for field in fields(Config):
         kind = {"int": int, "float": float, "str": str}[str(field.type).split(" ")[0]]
-        default = None if field.default is None else field.default
         several = field.name in axes
+        shown = "from profile" if field.default is None else field.default
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
                             nargs="+" if several else None,
-                            default=[default] if several else default,
-                            help=f"(default: {default if default is not None else 'from profile'})")
+                            default=None if several else field.default,
+                            help=f"(default: {shown})")
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="the results cache (default: results)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+def _add_run_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The results cache, device and quiet; without ``defaults`` they stay None when not given."""
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR if defaults else None,
+                        help=f"the results cache (default: {RESULTS_DIR})")
+    parser.add_argument("--device", default=DEVICE if defaults else None,
+                        help=f"auto, cpu, cuda, cuda:1, ... (default: {DEVICE})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_notebook_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "notebook sweeps",
+        "With --notebook, papermill executes the notebook once for every combination of the -p "
+        "values (parsed as Python literals when they are, else strings) into --out. The options "
+        "above that are given become parameters of the same name: --profile smoke is "
+        "-p profile smoke. An executed copy that exists is skipped unless --force; a failed "
+        f"one goes to failed/; the key numbers of every copy are collected into {SUMMARY}.")
+    group.add_argument("--notebook", type=Path, help="a notebook: py:percent (.py) or .ipynb")
+    group.add_argument("-p", "--parameter", dest="parameters", nargs="+", action="append",
+                       default=[], metavar=("NAME", "VALUE"),
+                       help="a parameter and its values (repeat for more parameters)")
+    group.add_argument("--out", type=Path, default=None,
+                       help="the folder of the executed copies (default: _build/sweeps/<stem>)")
+    group.add_argument("--force", action="store_true", help="execute existing copies again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,28 +90,104 @@ def build_parser() -> argparse.ArgumentParser:
                     "Recorded configurations are skipped, failed ones are recorded under failed/ "
                     "and retried on the next sweep.")
     _add_config_options(sweep_parser, axes=GRID_AXES)
-    _add_run_options(sweep_parser)
+    _add_run_options(sweep_parser, defaults=False)
+    _add_notebook_options(sweep_parser)
+    goldens_parser = commands.add_parser(
+        "goldens", help="write or check the key-number goldens of executed notebooks",
+        description="write: a golden for every executed notebook that shows key numbers. "
+                    "check: every difference between the notebooks and their goldens.")
+    goldens_parser.add_argument("action", choices=("write", "check"))
+    goldens_parser.add_argument("executed", type=Path, nargs="?", default=EXECUTED,
+                                help=f"the executed notebooks (default: {EXECUTED})")
+    goldens_parser.add_argument("--goldens", type=Path, default=GOLDENS,
+                                help=f"the goldens folder (default: {GOLDENS})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"run": run_command, "sweep": sweep_command}[args.command](args)
+    commands = {"run": run_command, "sweep": sweep_command, "goldens": goldens_command}
+    return commands[args.command](args)
+
+
+def _error(message: object) -> int:
+    print(f"iemlib: error: {message}", file=sys.stderr)
+    return 2
 
 
 def sweep_command(args: argparse.Namespace) -> int:
+    if args.notebook:
+        return notebook_sweep_command(args)
+    if args.parameters or args.out or args.force:
+        return _error("-p, --out and --force sweep a notebook: give --notebook")
+    axes = {axis: getattr(args, axis) for axis in GRID_AXES if getattr(args, axis) is not None}
     try:
-        configs = grid(Config(), **{axis: getattr(args, axis) for axis in GRID_AXES})
+        configs = grid(Config(), **axes)
     except ValueError as error:
-        print(f"iemlib: error: {error}", file=sys.stderr)
-        return 2
-    outcomes = run_sweep(configs, args.results_dir, device=args.device, progress=not args.quiet)
+        return _error(error)
+    results_dir = args.results_dir or RESULTS_DIR
+    outcomes = run_sweep(configs, results_dir, device=args.device or DEVICE,
+                         progress=not args.quiet)
     print(table(outcomes))
     failed = sum(o.status == "failed" for o in outcomes)
     if failed:
         print(f"{failed} of {len(outcomes)} configurations failed; see failed/ under "
-              f"{args.results_dir}", file=sys.stderr)
+              f"{results_dir}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def notebook_sweep_command(args: argparse.Namespace) -> int:
+    out = args.out or default_out(args.notebook)
+    try:
+        runs = sweep_notebook(args.notebook, _notebook_parameters(args), out, force=args.force,
+                              progress=not args.quiet)
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        return _error(error)
+    print(summary_table(runs))
+    print(f"summary: {out / SUMMARY}")
+    failed = [run for run in runs if run.status == "failed"]
+    for run in failed:
+        print(f"failed: {run.path}: {run.error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(runs)} runs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _notebook_parameters(args: argparse.Namespace) -> dict[str, list]:
+    """The -p values, and every setting given on the command line, as notebook parameters."""
+    given = [(name, [parse_value(v) for v in values]) for name, *values in args.parameters]
+    for setting in (*GRID_AXES, "results_dir", "device"):
+        value = getattr(args, setting)
+        if value is not None:
+            given.append((setting, [str(v) if isinstance(v, Path) else v
+                                    for v in (value if isinstance(value, list) else [value])]))
+    parameters: dict[str, list] = {}
+    for name, values in given:
+        if not values:
+            raise ValueError(f"-p {name} needs at least one value")
+        if name in parameters:
+            raise ValueError(f"parameter {name} is given twice")
+        parameters[name] = values
+    return parameters
+
+
+def goldens_command(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "write":
+            written = write_goldens(args.executed, args.goldens)
+            print("\n".join(f"wrote {path}" for path in written) or
+                  f"no notebook in {args.executed} shows key numbers: no golden written")
+            return 0
+        problems = check_goldens(args.executed, args.goldens)
+        count = len(executed_notebooks(args.executed))
+    except (ValueError, FileNotFoundError) as error:
+        return _error(error)
+    if problems:
+        print(f"{len(problems)} differences from the goldens in {args.goldens}:", file=sys.stderr)
+        print("\n".join(f"  {problem}" for problem in problems), file=sys.stderr)
+        return 1
+    print(f"goldens: the key numbers of {count} executed notebooks in {args.executed} match")
+    return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -95,8 +200,7 @@ def run_command(args: argparse.Namespace) -> int:
         record = run(config, device=args.device, checkpoint=checkpoint, resume=args.resume,
                      synthetic_out=synthetic, progress=not args.quiet)
     except (ValueError, DatasetError, Interrupted) as error:
-        print(f"iemlib: error: {error}", file=sys.stderr)
-        return 2
+        return _error(error)
     write_record(record, out)
     checkpoint.unlink(missing_ok=True)
     print(f"{summary(record)}  -> {out}")

@@ -28,6 +28,7 @@ from .hashing import LOSSES, HashingSettings, encode, train_hashing
 from .models import BACKBONES
 from .retrieval import (mean_average_precision, precision_curve, precision_recall_curve,
                         rank_database)
+from .snapshots import Snapshots, compare, snapshot_path
 from .synthetic import SyntheticSet
 from .training import TrainSettings
 
@@ -327,7 +328,8 @@ def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> Co
     """The condensed set stored at ``path`` by an earlier run of the same settings, or a new one.
 
     A new set is stored at ``path`` (uint8) with its condensation time, loss history and info
-    beside it (``.meta.json``), and comes back quantised as it was stored.
+    beside it (``.meta.json``) and, for methods that optimise images, its snapshots
+    (``.snapshots.pt``); it comes back quantised as it was stored.
     """
     meta_path = path.with_suffix(".meta.json") if path else None
     if path and path.exists() and meta_path.exists():
@@ -339,11 +341,46 @@ def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> Co
     result.synthetic = SyntheticSet.from_state(result.synthetic.state(torch.uint8))
     if path:
         result.synthetic.save(path, dtype=torch.uint8)
+        if result.snapshots is not None:
+            result.snapshots.save(snapshot_path(path))
         meta = {"condense_key": config.condense_key(), "seconds": result.seconds,
                 "history": result.history, "info": result.info, "env": environment(task.device),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(meta, meta_path)
     return result
+
+
+def snapshots_of(config: Config, results_dir: str | os.PathLike = "results", *,
+                 device: str = "auto", progress: bool = True,
+                 recondense: bool = True) -> Snapshots | None:
+    """The snapshots of the condensed set of ``config`` (None for a method without iterations).
+
+    A set stored before snapshots existed has none beside it: with ``recondense`` its
+    condensation runs again (seeded, resumable from ``<set>.snapshots.ckpt.pt``), and ``check``
+    records how far the re-run's final images are from the stored set (``snapshots.compare``);
+    the seconds are the re-run's. Without ``recondense`` such a set has None. A set not stored
+    yet is condensed and stored with its snapshots.
+    """
+    config = config.resolved()
+    synthetic = synthetic_path(config, Path(results_dir))
+    path = snapshot_path(synthetic)
+    if path.exists():
+        return Snapshots.load(path)
+    if not config.iterations or (synthetic.exists() and not recondense):
+        return None
+    protocol = config.protocol()
+    task = CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
+                        seed=config.seed, device=resolve_device(device), progress=progress,
+                        checkpoint=path.with_suffix(".ckpt.pt"), resume=True)
+    if not synthetic.exists():
+        snapshots = condense_stored(config, task, synthetic).snapshots
+    else:
+        snapshots = condense(config.method, task, config.condense_settings()).snapshots
+        snapshots.check = compare(SyntheticSet.load(synthetic).state(torch.uint8)["images"],
+                                  snapshots.images[-1])
+        snapshots.save(path)
+    task.checkpoint.unlink(missing_ok=True)
+    return snapshots
 
 
 def evaluate_retrieval(config: Config, protocol: Protocol, images: torch.Tensor,

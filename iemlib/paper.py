@@ -48,3 +48,9 @@ def table1_rows() -> list[dict]:
     """Table I as a list of flat rows: dataset, ipc, bits, method, map (%)."""
     return [{"dataset": d, "ipc": i, "bits": b, "method": m, "map": v}
             for (d, i, b), row in _TABLE1_ROWS.items() for m, v in zip(TABLE1_METHODS, row)]
+
+
+def table2_rows(dataset: str | None = None) -> list[dict]:
+    """Table II as flat rows (all data sets, or one): dataset, ipc, na, da, map (%)."""
+    return [{"dataset": d, "ipc": i, "na": na, "da": da, "map": v}
+            for (d, i, na, da), v in TABLE2.items() if dataset in (None, d)]

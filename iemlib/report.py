@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-import torch
+from typing import Sequence
 
-from .experiment import Config, record_path
+import torch
+from tqdm.auto import tqdm
+
+from .experiment import Config, record_path, run_cached
 from .paper import table1_rows
 
 
@@ -33,8 +36,9 @@ def provenance(record: dict) -> str:
             f"({env['cpu_count']} cores, {env['device']}) · torch {env['torch']}")
 
 
-def image_grid(images: torch.Tensor, rows: int, ax, title: str | None = None) -> None:
-    """Show N images (float [0, 1] or uint8, N×C×H×W) as a grid with ``rows`` rows on ``ax``."""
+def image_canvas(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """N images (float [0, 1] or uint8, N×C×H×W) tiled row-major in ``rows`` rows, 1-pixel
+    white gaps: one C×H×W float image in [0, 1]."""
     images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     n, c, h, w = images.shape
     cols = -(-n // rows)
@@ -42,6 +46,12 @@ def image_grid(images: torch.Tensor, rows: int, ax, title: str | None = None) ->
     for i, image in enumerate(images.clamp(0, 1)):
         r, k = divmod(i, cols)
         canvas[:, r * (h + 1): r * (h + 1) + h, k * (w + 1): k * (w + 1) + w] = image
+    return canvas
+
+
+def image_grid(images: torch.Tensor, rows: int, ax, title: str | None = None) -> None:
+    """Show N images (float [0, 1] or uint8, N×C×H×W) as a grid with ``rows`` rows on ``ax``."""
+    canvas = image_canvas(images, rows)
     ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -54,22 +64,73 @@ def recorded(config: Config, results_dir: str | os.PathLike = "results") -> dict
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def ensure_records(configs: Sequence[Config], results_dir: str | os.PathLike = "results",
+                   device: str = "auto", desc: str = "runs") -> list[dict]:
+    """The record of each config: from the cache when recorded, else run now and cached.
+
+    A progress bar (a widget in a notebook) counts the configurations that had to run.
+    """
+    results = results_path(results_dir)
+    missing = [c for c in configs if recorded(c, results) is None]
+    if missing:
+        for config in tqdm(missing, desc=f"{desc}: {len(missing)} to run"):
+            run_cached(config, results, device=device, progress=False)
+    return [recorded(c, results) for c in configs]
+
+
 def table1_comparison(profile: str, dataset: str = "cifar10", seed: int = 0,
-                      results_dir: str | os.PathLike = "results", hash: str = "dhd") -> list[dict]:
+                      results_dir: str | os.PathLike = "results", hash: str = "dhd",
+                      stand_in: str | None = None) -> list[dict]:
     """Table I, ours beside the paper's: one row a (ipc, bits, method) cell of the paper.
 
     ``ours`` is mAP@1000 in % (DESIGN: the paper's likely metric) and ``ours_all`` mAP@all, both
-    None where that configuration has not run; ``record`` is the record itself.
+    None where that configuration has not run or does not fit the profile (smoke: 50 images a
+    class); ``record`` is the record itself. ``stand_in`` reads the records of another data set
+    beside ``dataset``'s cells (e.g. an ImageFolder standing in for imagenet10).
     """
     rows = []
     for cell in table1_rows():
         if cell["dataset"] != dataset:
             continue
-        config = Config(dataset=dataset, method=cell["method"], ipc=cell["ipc"], bits=cell["bits"],
-                        hash=hash, profile=profile, seed=seed)
-        record = recorded(config, results_dir)
+        config = Config(dataset=stand_in or dataset, method=cell["method"], ipc=cell["ipc"],
+                        bits=cell["bits"], hash=hash, profile=profile, seed=seed)
+        try:
+            record = recorded(config, results_dir)
+        except ValueError:  # not a valid run here: too few images a class, data set missing
+            record = None
         metrics = record["metrics"] if record else {}
         rows.append({**cell, "paper": cell.pop("map"), "record": record,
                      "ours": 100 * metrics["map_at_1000"] if record else None,
                      "ours_all": 100 * metrics["map"] if record else None})
     return rows
+
+
+def show_table(header: Sequence[str], rows: Sequence[Sequence[object]],
+               caption: str | None = None) -> None:
+    """Display a table: HTML in the book, aligned plain text for nbval and terminals."""
+    from html import escape
+
+    from IPython.display import display
+
+    from .sweep import aligned
+
+    cells = lambda row, tag: "".join(f"<{tag}>{escape(str(x))}</{tag}>" for x in row)  # noqa: E731
+    html = ("<table>" + (f"<caption>{escape(caption)}</caption>" if caption else "")
+            + f"<thead><tr>{cells(header, 'th')}</tr></thead><tbody>"
+            + "".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows) + "</tbody></table>")
+    text = aligned([list(header), *map(list, rows)])
+    display({"text/plain": f"{caption}\n{text}" if caption else text, "text/html": html}, raw=True)
+
+
+def method_order(scores: dict[str, float | None]) -> list[str]:
+    """The methods that have a score, best first (ties keep the order given)."""
+    return sorted((m for m, s in scores.items() if s is not None), key=lambda m: -scores[m])
+
+
+def concordant_pairs(ours: dict[str, float | None],
+                     theirs: dict[str, float | None]) -> tuple[int, int]:
+    """(pairs of methods both orderings rank alike, pairs scored by both); a tie counts as unlike."""
+    shared = [m for m in ours if ours[m] is not None and theirs.get(m) is not None]
+    pairs = [(a, b) for i, a in enumerate(shared) for b in shared[i + 1:]]
+    alike = sum((ours[a] - ours[b]) * (theirs[a] - theirs[b]) > 0 for a, b in pairs)
+    return alike, len(pairs)

@@ -132,9 +132,14 @@ def table(outcomes: Sequence[Outcome]) -> str:
     columns = ["status", *TABLE_COLUMNS, *varied, "score", "condense s"]
     rows = [[o.status, *(_cell(g[name]) for name in (*TABLE_COLUMNS, *varied)), *_score(o)]
             for o, g in zip(outcomes, given)]
-    widths = [max(len(str(x)) for x in column) for column in zip(columns, *rows)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths))
-                     for row in [columns, *rows])
+    return aligned([columns, *rows])
+
+
+def aligned(rows: Sequence[Sequence[object]]) -> str:
+    """Rows of cells (the first the header) as text, each column as wide as its widest cell."""
+    widths = [max(len(str(x)) for x in column) for column in zip(*rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
+                     for row in rows)
 
 
 def _cell(value: object) -> str:

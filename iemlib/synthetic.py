@@ -75,10 +75,7 @@ class SyntheticSet:
     def state(self, dtype: torch.dtype = torch.float32) -> dict:
         """A dict of plain tensors and numbers (loadable with ``weights_only=True``)."""
         images = self.images.detach().cpu()
-        if dtype == torch.uint8:
-            images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        else:
-            images = images.to(dtype)
+        images = to_uint8(images) if dtype == torch.uint8 else images.to(dtype)
         return {"version": FORMAT_VERSION, "images": images, "labels": self.labels.cpu(),
                 "factor": self.factor, "image_size": self.image_size}
 
@@ -100,6 +97,11 @@ class SyntheticSet:
         except (KeyError, TypeError, RuntimeError, EOFError, ValueError,
                 pickle.UnpicklingError) as error:
             raise ValueError(f"not a readable synthetic set: {path} ({error})") from error
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] → uint8 (rounded; values outside are clamped)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:

@@ -18,16 +18,18 @@
 # 1. **Feature-embedding matching.** For each class $c$, the mean embedding of a real batch and
 #    of the class's synthetic images, both under the same differentiable siamese augmentation
 #    $a_\omega$, are pulled together (Eq. 7):
-#    $$L_{IEM} = \sum_c \Big\| \tfrac{1}{|T_c|}\textstyle\sum_{x \in T_c} \psi_{\theta_{aug}}(a_\omega(x))
-#    - \tfrac{1}{|S_c|}\textstyle\sum_{s \in S_c} \psi_{\theta_{aug}}(a_\omega(s)) \Big\|^2 .$$
+#    $$L_{IEM} = \sum_c \Big\| \tfrac{1}{|T_c|}\textstyle\sum_{x \in T_c} \psi_{\theta_{aug}}(a_\omega(x)) -
+#    \tfrac{1}{|S_c|}\textstyle\sum_{s \in S_c} \psi_{\theta_{aug}}(a_\omega(s)) \Big\|^2 .$$
 # 2. **Network augmentation.** Each iteration perturbs the initial network (Eq. 4):
 #    $\theta_{aug} = \theta_{init} + \alpha\, d$, with $d \sim \mathcal{N}(0, 1)$ rescaled to the
 #    norm of the weights (filter by filter here).
 # 3. **Data augmentation.** Multi-formation (Eq. 5): every stored synthetic image holds
 #    $f \times f$ smaller images of its class, decoded back into $f^2$ training images.
 #
-# This chapter runs each piece on real CIFAR-10 and ends with the mAP of IEM beside DM and
-# Random. Every number names the profile and the hardware that made it.
+# This chapter runs each piece on real CIFAR-10, lets you browse the synthetic images of every
+# method as condensation goes, shows where they sit among the real images in the embedding
+# space the matching works in, and ends with the mAP of IEM beside DM and Random. Every number
+# names the profile and the hardware that made it.
 
 # %% tags=["parameters"]
 profile = "cpu"        # smoke | cpu | paper
@@ -36,7 +38,15 @@ device = "auto"
 ipc = 10               # synthetic images a class
 bits = 32
 network_sources = ("fresh", "fixed", "pool", "early")  # what θ_init is (see the last section)
+browser_methods = ("iem", "dm", "idc", "dsa", "random")  # browsed where condensed (in order)
+browser_iterations = 5  # snapshots a method shows in the browser (evenly spread, first and last)
+recondense = ("dm", "iem")  # sets stored without snapshots that are condensed again for them
+embedding_per_class = 200   # real training images a class in the embedding plot
 results_dir = "results"
+
+# %%
+if profile == "smoke":  # smoke runs in seconds a run: θ_init compared between two readings only
+    network_sources = network_sources[:2]
 
 # %%
 import matplotlib.pyplot as plt
@@ -45,15 +55,25 @@ import torch
 from iemlib.condense import CondenseTask
 from iemlib.condense.dm import random_network
 from iemlib.condense.iem import perturb
-from iemlib.experiment import Config, resolve_device, run_cached, synthetic_path
+from iemlib.embedding import class_stats, embedding_map
+from iemlib.experiment import Config, resolve_device, snapshots_of, synthetic_path
+from iemlib.keynumbers import show_key_numbers
 from iemlib.paper import table1
-from iemlib.report import image_grid, provenance, results_path
+from iemlib.report import ensure_records, image_grid, provenance, results_path
 from iemlib.seeding import generator
 from iemlib.synthetic import SyntheticSet
 from iemlib.training import predict
+from iemlib.widgets import class_frames, image_browser, stages_of
 
 results = results_path(results_dir)
 methods = ("random", "dm", "iem")
+
+
+def name_of(method: str) -> str:
+    """How the chapter names a method: Random, DM, IEM, ..."""
+    return "Random" if method == "random" else method.upper()
+
+
 configs = {m: Config(method=m, ipc=ipc, bits=bits, profile=profile, seed=seed).resolved()
            for m in methods}
 iem = configs["iem"]
@@ -128,7 +148,8 @@ plt.show()
 # exactly this configuration exists, and are computed (and cached) otherwise.
 
 # %% tags=["nbval-ignore-output"]
-records = {m: run_cached(c, results, device=device) for m, c in configs.items()}
+records = dict(zip(configs, ensure_records(list(configs.values()), results, device,
+                                           desc="condense, train, evaluate")))
 synthetic = {m: SyntheticSet.load(synthetic_path(c, results)) for m, c in configs.items()}
 hardware = provenance(records["iem"])
 print(hardware)
@@ -150,6 +171,115 @@ for row, method in enumerate(("dm", "iem")):
 fig.suptitle(hardware, fontsize=8)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ### Watch it condense
+# The browser below holds every method's synthetic images of one class at a few iterations: pick
+# the method and the class, and slide through the iterations (the seconds are those of the
+# image loop). It needs no running Python: the frames are pre-rendered and the controls switch
+# them in the page. IEM's stored images are $f \times f$ mosaics; DSA and IDC are gradient
+# matching (IDC with IEM's multi-formation); Random keeps real images, with nothing to iterate.
+# Methods this chapter does not run (DSA, IDC) appear where the results cache holds their set.
+# Snapshots are taken at the condensation's checkpoints (every `checkpoint_every` iterations, at
+# most 20 a run); sets condensed before the library took them show their final images only,
+# unless they are condensed again (`recondense`: seeded, so the re-run should reach the stored
+# set, which is checked below; the seconds are then the re-run's).
+
+# %% tags=["nbval-ignore-output"]
+browser_configs = {m: Config(method=m, ipc=ipc, bits=bits, profile=profile, seed=seed).resolved()
+                   for m in browser_methods}
+browser_configs = {m: c for m, c in browser_configs.items()
+                   if m in configs or synthetic_path(c, results).exists()}
+shown, notes = {}, {}
+for method, config in browser_configs.items():
+    snapshots = snapshots_of(config, results, device=device, recondense=method in recondense)
+    if snapshots is None:  # no iterations (Random), or stored before snapshots existed
+        shown[method] = SyntheticSet.load(synthetic_path(config, results))
+        notes[method] = ("real images chosen at random: nothing to iterate" if not config.iterations
+                         else "final set only: condensed before snapshots were recorded")
+    else:
+        shown[method] = snapshots
+        if snapshots.check is not None:
+            check = snapshots.check
+            notes[method] = (f"snapshots of a seeded re-run, which reproduced "
+                             f"{100 * check['identical']:.2f} % of the stored set's pixel values "
+                             f"(largest difference {check['max_difference']}/255)")
+for method, note in notes.items():
+    print(f"{method}: {note}")
+
+# %% tags=["nbval-ignore-output"]
+frames = {name_of(m): class_frames(stages_of(source, browser_iterations), source.labels,
+                                 protocol.class_names)
+          for m, source in shown.items()}
+image_browser(frames, notes={name_of(m): note for m, note in notes.items()})
+
+# %% [markdown]
+# ### Where the synthetic images sit among the real ones
+# DM and IEM match class means of embeddings under random networks, so this is the space to look
+# in: the network below is a random ConvNet of the kind both losses draw afresh every iteration
+# (the chapter's $\theta_{init}$ from the perturbation section; IEM's loss sees perturbed copies,
+# which move the embeddings little at its α). A trained network would separate the classes
+# better, but it is not the space the condensation matches in.
+# Every image is embedded (IEM's decoded into its $f^2$ training images), and all points are
+# projected onto the two principal axes of the real embeddings. Real training images are small
+# dots, synthetic images large markers, one colour a class. In the full embedding space, per
+# class and in units of the real images' spread around their class mean: *gap* is the distance
+# from the synthetic to the real class mean (what the loss minimises), *spread* how widely the
+# synthetic images scatter (1: as diverse as the real ones).
+
+# %%
+emap = embedding_map(base, protocol.train.images, protocol.train.labels,
+                     {m: synthetic[m] for m in methods}, per_class=embedding_per_class,
+                     device=resolve_device(device))
+colours = plt.get_cmap("tab10")
+classes = torch.arange(protocol.num_classes)
+real_means = class_stats(emap.real, emap.real_labels, protocol.num_classes)[0]
+fig, axes = plt.subplots(2, len(methods), figsize=(4 * len(methods), 7.6), sharex="row",
+                         sharey="row")
+for (top, bottom), method in zip(axes.T, methods):
+    points, labels = emap.synthetic[method]
+    top.scatter(*emap.real.T, c=colours(emap.real_labels.numpy()), s=5, alpha=0.4, linewidths=0)
+    top.scatter(*points.T, c=colours(labels.numpy()), s=40, marker="*", edgecolors="black",
+                linewidths=0.4)
+    stats = emap.summary[method]
+    top.set_title(f"{name_of(method)}: {len(points)} images · gap {stats['gap']:.2f} · "
+                  f"spread {stats['spread']:.2f}", fontsize=10)
+    syn_means = class_stats(points, labels, protocol.num_classes)[0]
+    for c in range(protocol.num_classes):
+        bottom.plot(*torch.stack([real_means[c], syn_means[c]]).T, color=colours(c), lw=1)
+    bottom.scatter(*real_means.T, c=colours(classes.numpy()), s=60, edgecolors="black")
+    bottom.scatter(*syn_means.T, c=colours(classes.numpy()), s=80, marker="X", edgecolors="black")
+    bottom.set_xlabel(f"PC1 ({100 * emap.pca.explained[0]:.0f} % of the real variance)")
+    bottom.set_title("class means (zoomed): real ● and synthetic ✕", fontsize=10)
+for ax in axes[:, 0]:
+    ax.set_ylabel(f"PC2 ({100 * emap.pca.explained[1]:.0f} %)")
+handles = [plt.Line2D([], [], ls="", marker="o", color=colours(c)) for c in range(protocol.num_classes)]
+fig.legend(handles, protocol.class_names, loc="lower center", ncol=protocol.num_classes, fontsize=8,
+           frameon=False)
+fig.suptitle(f"embeddings under the random θ_init: real training images (dots), synthetic (stars), "
+             f"{ipc} img/cls\n{hardware}", fontsize=9)
+plt.tight_layout(rect=(0, 0.04, 1, 1))
+plt.show()
+print(f"{'method':8} {'images':>6} {'gap':>6} {'spread':>7}  (per class, in units of the real spread)")
+for method in methods:
+    stats = emap.summary[method]
+    print(f"{method:8} {len(emap.synthetic[method][0]):6d} {stats['gap']:6.2f} {stats['spread']:7.2f}")
+
+# %% [markdown]
+# Random's images are real, so its spread is near 1 and its gap is the sampling noise of a few
+# images a class. DM moves each class's synthetic mean towards the real one, which is what its
+# loss asks for. IEM matches the same means with $f^2$ decoded images for each stored one and
+# under perturbed networks; IEM's case is that this makes the synthetic set more
+# *information-intensive*: closer in mean and at least as diverse. The line below reads the
+# verdict off this profile's numbers (one seed, one network: a hint, not a proof).
+
+# %%
+dm_stats, iem_stats = emap.summary["dm"], emap.summary["iem"]
+closer = "closer to" if iem_stats["gap"] < dm_stats["gap"] else "no closer to"
+wider = "wider" if iem_stats["spread"] > dm_stats["spread"] else "no wider"
+print(f"IEM's class means sit {closer} the real ones than DM's (gap {iem_stats['gap']:.2f} vs "
+      f"{dm_stats['gap']:.2f}), and its images spread {wider} ({iem_stats['spread']:.2f} vs "
+      f"{dm_stats['spread']:.2f} of the real spread).")
 
 # %% [markdown]
 # ### The loss
@@ -201,7 +331,7 @@ ax.bar(x + 0.2, [records[m]["metrics"]["map"] * 100 for m in methods], 0.4, labe
 if paper_cell:
     ax.scatter(x, [table1("cifar10", ipc, bits, m) for m in methods], color="black", zorder=3,
                label="paper (Table I)")
-ax.set_xticks(x.tolist(), [m.upper() if m != "random" else "Random" for m in methods])
+ax.set_xticks(x.tolist(), [name_of(m) for m in methods])
 ax.set(ylabel="mAP (%)", title=f"CIFAR-10, {ipc} img/cls, {bits} bits")
 ax.legend(fontsize=8)
 fig.text(0.01, 0.01, hardware, fontsize=7)
@@ -216,8 +346,7 @@ plt.show()
 # %%
 def verdict(scores: dict) -> str:
     """The ordering of the methods by score, and the gain of each step."""
-    ranked = " > ".join(m.upper() if m != "random" else "Random"
-                        for m in sorted(scores, key=scores.get, reverse=True))
+    ranked = " > ".join(name_of(m) for m in sorted(scores, key=scores.get, reverse=True))
     return (f"{ranked:22} DM over Random {scores['dm'] - scores['random']:+.4f}, "
             f"IEM over DM {scores['iem'] - scores['dm']:+.4f}")
 
@@ -244,7 +373,8 @@ variants = {n: dict(network=n) for n in network_sources}
 variants["no NA"] = dict(network="fresh", perturb="none")  # DM + multi-formation only
 sources = {n: Config(method="iem", ipc=ipc, bits=bits, profile=profile, seed=seed, **v).resolved()
            for n, v in variants.items()}
-by_source = {n: run_cached(c, results, device=device) for n, c in sources.items()}
+by_source = dict(zip(sources, ensure_records(list(sources.values()), results, device,
+                                             desc="θ_init variants")))
 
 # %%
 print(f"IEM by θ_init · CIFAR-10 · {ipc} img/cls · {bits} bits · {hardware}")
@@ -267,3 +397,10 @@ print(f"best θ_init here by mAP@all: {best}; the library's default: {iem.networ
 # give less diverse embeddings to match, and that costs more than the perturbation adds. Each
 # row is a single seed, so differences of a point or so may be noise: the question deserves more
 # seeds, with α and the factor varied too, which is the ablation chapter's job.
+
+# %% [markdown]
+# ## Key numbers
+
+# %%
+show_key_numbers({f"{m} mAP@1000 (%)": 100 * records[m]["metrics"]["map_at_1000"] for m in methods}
+                 | {f"{m} embedding gap": emap.summary[m]["gap"] for m in ("dm", "iem")})

@@ -13,6 +13,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# tests/book checks a built book in Chromium; `make test-browser` runs it after building one.
+collect_ignore = ["book"]
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

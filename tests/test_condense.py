@@ -94,6 +94,10 @@ def test_resume_reaches_the_uninterrupted_result(tiny_protocol, tmp_path, method
     assert 0 < resumed.info["seconds_before_resume"] < resumed.seconds  # time before the kill counts
     assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
     assert resumed.history == straight.history
+    # the snapshots taken before the kill come back from the checkpoint
+    assert resumed.snapshots.iterations == straight.snapshots.iterations == [0, 2, 4, 6]
+    for a, b in zip(resumed.snapshots.images, straight.snapshots.images):
+        assert torch.equal(a, b)
 
 
 def test_resume_refuses_another_configuration_and_corrupt_files(tiny_protocol, tmp_path):

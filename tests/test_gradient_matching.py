@@ -152,7 +152,7 @@ def test_matching_steps_reduce_the_loss_on_a_fixed_network(small_task):
         return matching_loss(small_task, settings, synthetic, members, matching, augment, net,
                              images, generator(0))
 
-    history = optimise_images("test", small_task, settings, synthetic, loss_fn)
+    history, _ = optimise_images("test", small_task, settings, synthetic, loss_fn)
     assert history[-1] < 0.9 * history[0]
     assert synthetic.images.min() >= 0 and synthetic.images.max() <= 1
 
@@ -199,6 +199,9 @@ def test_resume_reaches_the_uninterrupted_result(small_task, tmp_path, method, f
     assert resumed.info["resumed_from"] == 2  # mid-network: its trained state came back
     assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
     assert resumed.history == straight.history
+    assert resumed.snapshots.iterations == straight.snapshots.iterations
+    assert all(torch.equal(a, b) for a, b in zip(resumed.snapshots.images,
+                                                 straight.snapshots.images))
 
 
 @pytest.mark.parametrize("change,message", [

@@ -1,9 +1,9 @@
 """What every condensation method shares: settings, the task, and the image optimiser loop.
 
 The loop is resumable: every ``checkpoint_every`` iterations it writes the synthetic images,
-the optimiser state, the loss history and any method state atomically, and each iteration's
-randomness is a pure function of (seed, iteration), so a resumed run reaches exactly the result
-of an uninterrupted one.
+the optimiser state, the loss history, the snapshots (``iemlib.snapshots``) and any method state
+atomically, and each iteration's randomness is a pure function of (seed, iteration), so a resumed
+run reaches exactly the result of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data import Split
 from ..seeding import generator
+from ..snapshots import Snapshots, due
 from ..synthetic import SyntheticSet, atomic_save
 
 
@@ -74,6 +75,7 @@ class CondenseResult:
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    snapshots: Snapshots | None = None   # methods that optimise images (see optimise_images)
 
 
 class Interrupted(RuntimeError):
@@ -110,24 +112,31 @@ LossFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
 def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
                     synthetic: SyntheticSet, loss_fn: LossFn, *, saved: dict | None = None,
-                    extra_state: dict[str, Any] | None = None) -> list[float]:
+                    extra_state: dict[str, Any] | None = None) -> tuple[list[float], Snapshots]:
     """SGD with momentum on the stored images for ``settings.iterations`` iterations.
 
     ``loss_fn(images, iteration, generator)`` returns the loss of one iteration. The gradient is
     scaled by std² per channel, so a step of ``lr`` in [0, 1] pixels equals a step of ``lr`` on
     normalised images (where DM's lr 1.0 was tuned). Images are clamped to [0, 1] after each step.
+    Returns the loss history and the snapshots (``snapshots.due``: iteration 0, checkpoint
+    boundaries, the end) with the seconds of this loop (a resumed run's included).
     """
     images = synthetic.images.clone().to(task.device).requires_grad_(True)
     optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
     scale = torch.tensor(task.std, device=task.device).view(1, -1, 1, 1) ** 2
     history: list[float] = []
     start, seconds_before = 0, 0.0
+    snapshots = Snapshots.like(synthetic)
     if saved is not None:
         with torch.no_grad():
             images.copy_(saved["images"])
         optimiser.load_state_dict(saved["optimiser"])
         history, start = list(saved["history"]), int(saved["iteration"])
         seconds_before = float(saved["seconds"])
+        if "snapshots" in saved:  # checkpoints written before snapshots existed have none
+            snapshots = Snapshots.from_state(saved["snapshots"])
+    if start == 0:
+        snapshots.add(0, 0.0, images)
     clock = time.perf_counter()
     key = fingerprint(method, task, settings)
     bar = tqdm(range(start, settings.iterations), initial=start, total=settings.iterations,
@@ -145,13 +154,17 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
         history.append(loss.item())
         bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
         done = iteration + 1
-        if task.checkpoint and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+        if done % settings.checkpoint_every == 0 or done == settings.iterations:
             seconds = seconds_before + time.perf_counter() - clock
-            atomic_save({"fingerprint": key, "iteration": done, "images": images.detach().cpu(),
-                         "optimiser": optimiser.state_dict(), "history": history,
-                         "seconds": seconds, **(extra_state or {})}, task.checkpoint)
+            if due(done, settings.iterations, settings.checkpoint_every):
+                snapshots.add(done, seconds, images)
+            if task.checkpoint:
+                atomic_save({"fingerprint": key, "iteration": done, "images": images.detach().cpu(),
+                             "optimiser": optimiser.state_dict(), "history": history,
+                             "seconds": seconds, "snapshots": snapshots.state(),
+                             **(extra_state or {})}, task.checkpoint)
     synthetic.images = images.detach().cpu()
-    return history
+    return history, snapshots
 
 
 def timed(run: Callable[[], CondenseResult]) -> CondenseResult:

@@ -57,11 +57,11 @@ def distribution_matching(method: str, task: CondenseTask, settings: CondenseSet
         net = network_for(iteration, generator)
         return matching_loss(task, settings, synthetic, members, dsa, net, images, generator)
 
-    history = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
-                              extra_state=extra_state)
+    history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
+                                         extra_state=extra_state)
     info = {"resumed_from": int(saved["iteration"]) if saved else 0,
             "seconds_before_resume": float(saved["seconds"]) if saved else 0.0}
-    return CondenseResult(synthetic, history, info=info)
+    return CondenseResult(synthetic, history, info=info, snapshots=snapshots)
 
 
 def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:

@@ -253,11 +253,11 @@ def gradient_matching(method: str, task: CondenseTask, settings: CondenseSetting
             return matching_loss(task, settings, synthetic, members, matching, transforms, net,
                                  images, generator)
 
-        history = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
-                                  extra_state=extra)
+        history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn,
+                                             saved=saved, extra_state=extra)
         info = {"resumed_from": int(saved["iteration"]) if saved else 0,
                 "seconds_before_resume": float(saved["seconds"]) if saved else 0.0,
                 "networks": -(-settings.iterations // settings.outer_loop)}
-        return CondenseResult(synthetic, history, info=info)
+        return CondenseResult(synthetic, history, info=info, snapshots=snapshots)
 
     return timed(run)
