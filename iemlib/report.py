@@ -68,10 +68,12 @@ def ensure_records(configs: Sequence[Config], results_dir: str | os.PathLike = "
                    device: str = "auto", desc: str = "runs") -> list[dict]:
     """The record of each config: from the cache when recorded, else run now and cached.
 
-    A progress bar (a widget in a notebook) counts the configurations that had to run.
+    A progress bar (a widget in a notebook) counts the configurations that had to run; configs
+    that resolve to the same record run once.
     """
     results = results_path(results_dir)
-    missing = [c for c in configs if recorded(c, results) is None]
+    missing = list({record_path(c.resolved(), results): c
+                    for c in configs if recorded(c, results) is None}.values())
     if missing:
         for config in tqdm(missing, desc=f"{desc}: {len(missing)} to run"):
             run_cached(config, results, device=device, progress=False)

@@ -9,6 +9,7 @@ import pytest
 
 from iemlib.experiment import Config, record_path
 from iemlib.paper import TABLE1_METHODS, table1
+from iemlib import report
 from iemlib.report import concordant_pairs, method_order, show_table, table1_comparison
 
 
@@ -82,3 +83,23 @@ def test_show_table_plain_text_and_escaped_html(monkeypatch):
     html = output.data["text/html"]
     assert "<caption>Table I</caption>" in html and "<td>&lt;b&gt;</td>" in html
     assert html.count("<tr>") == 3
+
+
+def test_ensure_records_runs_each_missing_record_once(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run_cached(config, results, **kwargs):
+        ran.append(config)
+        path = record_path(config.resolved(), results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": {"method": config.method}}))
+
+    monkeypatch.setattr(report, "run_cached", fake_run_cached)
+    implicit = Config(method="dm", ipc=1, profile="smoke")
+    explicit = Config(method="dm", ipc=1, profile="smoke", iterations=implicit.resolved().iterations)
+    other = Config(method="random", ipc=1, profile="smoke")
+    records = report.ensure_records([implicit, explicit, other], tmp_path)
+    assert [r["config"]["method"] for r in records] == ["dm", "dm", "random"]
+    assert len(ran) == 2
+    assert report.ensure_records([implicit, other], tmp_path) == records[::2]
+    assert len(ran) == 2
