@@ -117,7 +117,8 @@ def show_table(header: Sequence[str], rows: Sequence[Sequence[object]],
     from .sweep import aligned
 
     cells = lambda row, tag: "".join(f"<{tag}>{escape(str(x))}</{tag}>" for x in row)  # noqa: E731
-    html = ("<table>" + (f"<caption>{escape(caption)}</caption>" if caption else "")
+    html = ('<table class="iem-table">'
+            + (f"<caption>{escape(caption)}</caption>" if caption else "")
             + f"<thead><tr>{cells(header, 'th')}</tr></thead><tbody>"
             + "".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows) + "</tbody></table>")
     text = aligned([list(header), *map(list, rows)])
