@@ -72,12 +72,13 @@ def ensure_records(configs: Sequence[Config], results_dir: str | os.PathLike = "
     that resolve to the same record run once.
     """
     results = results_path(results_dir)
+    records = [recorded(c, results) for c in configs]
     missing = list({record_path(c.resolved(), results): c
-                    for c in configs if recorded(c, results) is None}.values())
+                    for c, record in zip(configs, records) if record is None}.values())
     if missing:
         for config in tqdm(missing, desc=f"{desc}: {len(missing)} to run"):
             run_cached(config, results, device=device, progress=False)
-    return [recorded(c, results) for c in configs]
+    return [record or recorded(c, results) for c, record in zip(configs, records)]
 
 
 def table1_comparison(profile: str, dataset: str = "cifar10", seed: int = 0,
