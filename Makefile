@@ -8,11 +8,14 @@
 #   make env     create .venv and install the package with its [book,test] extras
 #   make lab     JupyterLab on the notebooks/*.py sources
 #   make clean   remove _build (keeps .venv and the results cache)
+#   make bench   time the library against reference-style baselines (a DM iteration, mAP@all,
+#                encoding, peak memory) in one run on this machine: a table, and _build/bench.json
 #
 # Variables: PROFILE=smoke|cpu|paper (book; default paper with a GPU, cpu without),
 #            PYTHON (interpreter that creates .venv), JB_FLAGS, PAPERMILL_FLAGS, PYTEST_FLAGS
 #            (unit tests), NBVAL_FLAGS (notebook tests), BROWSER_FLAGS (browser test),
-#            BOOK_HTML (the HTML folder `make test-browser` checks; default _build/test/html).
+#            BOOK_HTML (the HTML folder `make test-browser` checks; default _build/test/html),
+#            BENCH_FLAGS (make bench, e.g. '--only map --repeats 3'; python -m iemlib bench -h).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -206,6 +209,18 @@ BOOK_HTML ?= $(TEST_DIR)/html
 test-browser: $(STAMP)
 	$(PY) -m pytest --confcutdir tests/book -p no:randomly -p no:cacheprovider $(BROWSER_FLAGS) \
 	  tests/book --book-html $(BOOK_HTML)
+
+# --- benchmarks ------------------------------------------------------------------------------
+# make bench: every benchmark at its default sizes (CIFAR-10 shapes; real CIFAR-10 images when
+# IEMLIB_DATA has them). Each is timed against its baseline in the same run, with a check that
+# both compute the same (exit status 1 when one fails). Run it alone: timings on a busy machine
+# mean little (the run warns when the load average says so).
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: $(STAMP)
+	@mkdir -p $(BUILD)
+	$(PY) -m iemlib bench --json $(BUILD)/bench.json $(BENCH_FLAGS)
 
 # --- notebook sweeps and key-number goldens --------------------------------------------------
 # make sweep NOTEBOOK=notebooks/06_ablation.py PARAMS='-p seed 0 1 2 -p ipc 1 10'

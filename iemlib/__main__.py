@@ -4,6 +4,8 @@
 ``python -m iemlib sweep ...``                a grid of configurations through the results cache
 ``python -m iemlib sweep --notebook NB ...``  a notebook executed over a grid of parameters
 ``python -m iemlib goldens write|check DIR``  the key-number goldens of executed notebooks
+``torchrun --nproc_per_node N -m iemlib run ...``  one run, its classes shared by N processes
+``python -m iemlib bench [--json FILE]``      speed against reference-style baselines
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from . import distributed
+from .bench import add_bench_options, bench_cli
 from .condense import Interrupted
 from .data import DatasetError
-from .experiment import Config, record_path, run, summary, synthetic_path, write_record
+from .experiment import (Config, record_path, resolve_device, run, summary, synthetic_path,
+                         write_record)
 from .goldens import GOLDENS, check_goldens, executed_notebooks, write_goldens
 from .notebook_sweep import (SUMMARY, default_out, parse_value, summary_table,
                              sweep_notebook)
@@ -101,12 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 help=f"the executed notebooks (default: {EXECUTED})")
     goldens_parser.add_argument("--goldens", type=Path, default=GOLDENS,
                                 help=f"the goldens folder (default: {GOLDENS})")
+    bench_parser = commands.add_parser(
+        "bench", help="time the library against reference-style baselines",
+        description="Condensation iteration, mAP@all, encoding throughput and peak memory, each "
+                    "against a baseline written like the public reference code, in this run on "
+                    "this machine, with a check that both compute the same.")
+    add_bench_options(bench_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": run_command, "sweep": sweep_command, "goldens": goldens_command}
+    if distributed.launched() and args.command != "run":
+        return _error(f"torchrun launches `run` only; run `{args.command}` in one process")
+    commands = {"run": run_command, "sweep": sweep_command, "goldens": goldens_command,
+                "bench": bench_command}
     return commands[args.command](args)
 
 
@@ -171,6 +185,13 @@ def _notebook_parameters(args: argparse.Namespace) -> dict[str, list]:
     return parameters
 
 
+def bench_command(args: argparse.Namespace) -> int:
+    try:
+        return bench_cli(args)
+    except (ValueError, DatasetError) as error:
+        return _error(error)
+
+
 def goldens_command(args: argparse.Namespace) -> int:
     try:
         if args.action == "write":
@@ -193,14 +214,18 @@ def goldens_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(Config)}
     try:
-        config = Config(**values).resolved()
-        out = args.out or record_path(config, args.results_dir)
-        synthetic = out.with_suffix(".pt") if args.out else synthetic_path(config, args.results_dir)
-        checkpoint = args.checkpoint or synthetic.with_suffix(".ckpt.pt")
-        record = run(config, device=args.device, checkpoint=checkpoint, resume=args.resume,
-                     synthetic_out=synthetic, progress=not args.quiet)
+        with distributed.session(resolve_device(args.device)) as device:
+            config = Config(**values).resolved()
+            out = args.out or record_path(config, args.results_dir)
+            synthetic = (out.with_suffix(".pt") if args.out
+                         else synthetic_path(config, args.results_dir))
+            checkpoint = args.checkpoint or synthetic.with_suffix(".ckpt.pt")
+            record = run(config, device=str(device), checkpoint=checkpoint, resume=args.resume,
+                         synthetic_out=synthetic, progress=not args.quiet)
     except (ValueError, DatasetError, Interrupted) as error:
         return _error(error)
+    if record is None:  # another process of a torchrun launch: rank 0 writes the record
+        return 0
     write_record(record, out)
     checkpoint.unlink(missing_ok=True)
     print(f"{summary(record)}  -> {out}")

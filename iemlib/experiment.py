@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .classification import accuracy, held_out, train_classifier
 from .condense import (METHODS, PINNED, CondenseResult, CondenseSettings, CondenseTask,
                        condense, dsa, idc)
@@ -239,9 +239,10 @@ def _short_hash(values: dict) -> str:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """auto: cuda where there is a GPU, else cpu; under torchrun cuda is this process's GPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.local_device(torch.device(device))
 
 
 def cpu_name() -> str:
@@ -292,19 +293,24 @@ def retrieval_metrics(query_codes, db_codes, query_labels, db_labels) -> dict:
 
 def run(config: Config, *, device: str = "auto", checkpoint: Path | None = None,
         resume: bool = False, synthetic_out: Path | None = None, progress: bool = True,
-        protocol: Protocol | None = None) -> dict:
+        protocol: Protocol | None = None) -> dict | None:
     """Condense (or reuse the set stored at ``synthetic_out``), train, evaluate; return the record.
 
     The network is trained on the stored set (uint8 pixels), so a record made with a reused set
-    equals one made by condensing afresh.
+    equals one made by condensing afresh. Under torchrun every process condenses its share of
+    the classes, and only the main process goes on to store, train and evaluate; the others
+    return None.
     """
     config = config.resolved()
     target = resolve_device(device)
     protocol = protocol or config.protocol()
+    main = distributed.is_main()
     task = CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
-                        seed=config.seed, device=target, progress=progress,
+                        seed=config.seed, device=target, progress=progress and main,
                         checkpoint=checkpoint, resume=resume)
     result = condense_stored(config, task, synthetic_out)
+    if not main:
+        return None
     images, labels = result.synthetic.decode()
     evaluate = EVALUATIONS[config.task]
     metrics, timings, train_losses = evaluate(config, protocol, images, labels, target, progress)
@@ -339,7 +345,9 @@ def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> Co
             return CondenseResult(SyntheticSet.load(path), meta["history"], meta["seconds"], info)
     result = condense(config.method, task, config.condense_settings())
     result.synthetic = SyntheticSet.from_state(result.synthetic.state(torch.uint8))
-    if path:
+    if distributed.world_size() > 1:
+        result.info["processes"] = distributed.world_size()
+    if path and distributed.is_main():
         result.synthetic.save(path, dtype=torch.uint8)
         if result.snapshots is not None:
             result.snapshots.save(snapshot_path(path))

@@ -8,7 +8,8 @@ Codes are ``N x K`` tensors with entries in ``{-1, +1}`` (any numeric dtype).
 Labels are either class indices (1-D integer, ``N``) or multi-hot (2-D, ``N x C``,
 nonzero = has label); two items are relevant when they share at least one label.
 All heavy functions process queries in chunks of ``chunk_size`` so memory stays
-bounded at ``O(chunk_size * N)``.
+bounded at ``O(chunk_size * N)``. Rankings run on bit-packed codes through
+:mod:`iemlib.kernels` (Triton on CUDA, a radix sort on CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from . import kernels  # kernels imports this module's validation helpers
 
 __all__ = [
     "hamming_distance",
@@ -80,16 +83,19 @@ def _check_all(
 ) -> None:
     _check_code_pair(query_codes, db_codes)
     _check_labels(query_labels, db_labels)
-    if query_codes.shape[0] != query_labels.shape[0]:
+    _check_counts(query_codes.shape[0], db_codes.shape[0], query_labels, db_labels)
+
+
+def _check_counts(n_query: int, n_db: int, query_labels: Tensor, db_labels: Tensor) -> None:
+    if n_query != query_labels.shape[0]:
         raise ValueError(
-            f"query count mismatch: {query_codes.shape[0]} query codes "
-            f"but {query_labels.shape[0]} query labels"
+            f"query count mismatch: {n_query} query codes but {query_labels.shape[0]} query labels"
         )
-    if query_codes.shape[0] == 0 or db_codes.shape[0] == 0:
+    if n_query == 0 or n_db == 0:
         raise ValueError("need at least one query and one database item")
-    if db_codes.shape[0] != db_labels.shape[0]:
+    if n_db != db_labels.shape[0]:
         raise ValueError(
-            f"database count mismatch: {db_codes.shape[0]} database codes "
+            f"database count mismatch: {n_db} database codes "
             f"but {db_labels.shape[0]} database labels"
         )
 
@@ -118,10 +124,10 @@ def _relevance(query_labels: Tensor, db_labels: Tensor) -> Tensor:
 
 
 def _ranked_relevance(
-    query_codes: Tensor, db_codes: Tensor, query_labels: Tensor, db_labels: Tensor, k: int
+    query_packed: Tensor, db_packed: Tensor, query_labels: Tensor, db_labels: Tensor, k: int
 ) -> Tensor:
     """Relevance (bool, Q x k) of each query's top-k database items in rank order."""
-    order = torch.sort(_hamming(query_codes, db_codes), dim=1, stable=True).indices[:, :k]
+    order = kernels.hamming_topk(query_packed, db_packed, k)
     return torch.gather(_relevance(query_labels, db_labels), 1, order)
 
 
@@ -144,12 +150,14 @@ def rank_database(
     """Database indices (Q x N, int64) by ascending Hamming distance, ties by index."""
     _check_code_pair(query_codes, db_codes)
     _check_chunk_size(chunk_size)
-    out = torch.empty(
-        (query_codes.shape[0], db_codes.shape[0]), dtype=torch.int64, device=db_codes.device
-    )
+    n_db = db_codes.shape[0]
+    out = torch.empty((query_codes.shape[0], n_db), dtype=torch.int64, device=db_codes.device)
+    if n_db == 0:
+        return out
+    query_packed, db_packed = kernels._pack(query_codes), kernels._pack(db_codes)
     for s in _chunks(query_codes.shape[0], chunk_size):
-        dist = _hamming(query_codes[s : s + chunk_size], db_codes)
-        out[s : s + chunk_size] = torch.sort(dist, dim=1, stable=True).indices
+        sl = slice(s, s + chunk_size)
+        out[sl] = kernels.hamming_topk(query_packed[sl], db_packed, n_db)
     return out
 
 
@@ -181,14 +189,13 @@ def mean_average_precision(
         raise ValueError(f"topk must be >= 1 or None, got {topk}")
     n_query, n_db = query_codes.shape[0], db_codes.shape[0]
     k = n_db if topk is None else min(topk, n_db)
-    ranks = torch.arange(1, k + 1, dtype=torch.float64, device=db_codes.device)
+    query_packed, db_packed = kernels._pack(query_codes), kernels._pack(db_codes)
     total = 0.0
     for s in _chunks(n_query, chunk_size):
         sl = slice(s, s + chunk_size)
-        rel = _ranked_relevance(query_codes[sl], db_codes, query_labels[sl], db_labels, k)
-        rel = rel.to(torch.float64)
-        hits = rel.cumsum(dim=1)
-        ap = (hits / ranks * rel).sum(dim=1) / hits[:, -1].clamp(min=1.0)
+        # equal, to the last bit, to summing hits / ranks * rel of the sorted relevance
+        sums, hits = kernels._ap_sums(query_packed[sl], db_packed, query_labels[sl], db_labels, k)
+        ap = sums / hits.clamp(min=1.0)
         total += float(ap.sum())
     return total / n_query
 
@@ -226,10 +233,12 @@ def precision_curve(
         raise ValueError(f"every k must be >= 1, got {list(ks)}")
     n_query, n_db = query_codes.shape[0], db_codes.shape[0]
     clamped = [min(k, n_db) for k in ks]
+    query_packed, db_packed = kernels._pack(query_codes), kernels._pack(db_codes)
     hits = torch.zeros(len(ks), dtype=torch.float64)
     for s in _chunks(n_query, chunk_size):
         sl = slice(s, s + chunk_size)
-        rel = _ranked_relevance(query_codes[sl], db_codes, query_labels[sl], db_labels, max(clamped))
+        rel = _ranked_relevance(query_packed[sl], db_packed, query_labels[sl], db_labels,
+                                max(clamped))
         found = rel.to(torch.float64).cumsum(dim=1).sum(dim=0).cpu()
         hits += found[torch.tensor(clamped) - 1]
     return [float(h) / (k * n_query) for h, k in zip(hits, clamped)]

@@ -96,6 +96,55 @@ def test_map_matches_bruteforce(kind: str, n_bits: int) -> None:
         assert got == pytest.approx(_ref_map(*lists, topk), abs=1e-9), topk
 
 
+def _sort_cumsum_map(qc, dc, ql, dl, topk, chunk_size) -> float:
+    """mAP the way retrieval computed it before iemlib.kernels: float Hamming distances,
+    torch's stable sort, float64 cumsum over the relevance in rank order."""
+    n_db = dc.shape[0]
+    k = n_db if topk is None else min(topk, n_db)
+    ranks = torch.arange(1, k + 1, dtype=torch.float64)
+    total = 0.0
+    for s in range(0, qc.shape[0], chunk_size):
+        q = qc[s : s + chunk_size].to(torch.float32)
+        dist = ((qc.shape[1] - q @ dc.to(torch.float32).T) / 2).round().to(torch.int64)
+        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+        rel = torch.gather(relevance(ql[s : s + chunk_size], dl), 1, order).to(torch.float64)
+        hits = rel.cumsum(dim=1)
+        ap = (hits / ranks * rel).sum(dim=1) / hits[:, -1].clamp(min=1.0)
+        total += float(ap.sum())
+    return total / qc.shape[0]
+
+
+@pytest.mark.parametrize("kind", ["class", "multihot"])
+@pytest.mark.parametrize("n_bits", [3, 8])
+def test_map_is_bit_identical_to_the_sort_cumsum_formulation(kind: str, n_bits: int) -> None:
+    # 3 bits: 4 distances over 200 items, so almost every rank is decided by a tie
+    qc, dc, ql, dl = _problem(kind, n_bits, seed=6)
+    lists = _as_lists(qc, dc, ql, dl)
+    for topk in (None, 1, 7, 50):
+        ref = _ref_map(*lists, topk)  # per-query brute force
+        for chunk_size in (1, 7, 17, 128):
+            got = mean_average_precision(qc, dc, ql, dl, topk=topk, chunk_size=chunk_size)
+            assert got == _sort_cumsum_map(qc, dc, ql, dl, topk, chunk_size), (topk, chunk_size)
+            assert got == pytest.approx(ref, abs=1e-12)
+
+
+def test_map_is_bit_identical_on_a_large_database_with_threads() -> None:
+    # >= 32768 items: a lone-row sum may be split across threads; chunks of 1 and 9
+    # (a lone last row) exercise how the fast path groups its row sums
+    g = torch.Generator().manual_seed(7)
+    qc, dc = _codes(19, 6, g), _codes(40_000, 6, g)
+    ql, dl = torch.randint(0, 10, (19,), generator=g), torch.randint(0, 10, (40_000,), generator=g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for chunk_size in (1, 9, 128):
+            for topk in (None, 1000):
+                got = mean_average_precision(qc, dc, ql, dl, topk=topk, chunk_size=chunk_size)
+                assert got == _sort_cumsum_map(qc, dc, ql, dl, topk, chunk_size)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_map_hand_computed_with_tie() -> None:
     # query q = [+1, +1]; db items and Hamming distances:
     #   idx 0: [-1, -1] d=2  irrelevant

@@ -4,6 +4,10 @@ The loop is resumable: every ``checkpoint_every`` iterations it writes the synth
 the optimiser state, the loss history, the snapshots (``iemlib.snapshots``) and any method state
 atomically, and each iteration's randomness is a pure function of (seed, iteration), so a resumed
 run reaches exactly the result of an uninterrupted one.
+
+Under torchrun (``iemlib.distributed``) each process computes the loss terms of its classes
+(``CondenseTask.classes``); the loop sums the image gradient and the loss over the processes, so
+every process takes the same image step, and only the main process writes checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Split
+from ..distributed import all_reduce_, is_main, owned_classes
 from ..seeding import generator
 from ..snapshots import Snapshots, due
 from ..synthetic import SyntheticSet, atomic_save
@@ -59,6 +64,15 @@ class CondenseTask:
     checkpoint: Path | None = None
     resume: bool = False
     stop_after: int | None = None   # stop (as if killed) after this many iterations; for tests
+
+    def __post_init__(self) -> None:
+        owned_classes(self.num_classes)  # a launch of more processes than classes fails here
+
+    @property
+    def classes(self) -> range:
+        """The classes whose loss terms this process computes: all of them, or its share of a
+        torchrun launch (``iemlib.distributed``)."""
+        return owned_classes(self.num_classes)
 
     def class_indices(self) -> list[torch.Tensor]:
         return [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]
@@ -115,7 +129,8 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
                     extra_state: dict[str, Any] | None = None) -> tuple[list[float], Snapshots]:
     """SGD with momentum on the stored images for ``settings.iterations`` iterations.
 
-    ``loss_fn(images, iteration, generator)`` returns the loss of one iteration. The gradient is
+    ``loss_fn(images, iteration, generator)`` returns the loss of one iteration (of this process's
+    classes under torchrun: gradient and loss are summed over the processes). The gradient is
     scaled by std² per channel, so a step of ``lr`` in [0, 1] pixels equals a step of ``lr`` on
     normalised images (where DM's lr 1.0 was tuned). Images are clamped to [0, 1] after each step.
     Returns the loss history and the snapshots (``snapshots.due``: iteration 0, checkpoint
@@ -147,18 +162,18 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
         loss = loss_fn(images, iteration, generator(task.seed, method, "iteration", iteration))
         optimiser.zero_grad(set_to_none=True)
         loss.backward(inputs=[images])  # not into the parameters of a network it went through
-        images.grad.mul_(scale)
+        all_reduce_(images.grad).mul_(scale)
         optimiser.step()
         with torch.no_grad():
             images.clamp_(0, 1)
-        history.append(loss.item())
+        history.append(all_reduce_(loss.detach()).item())
         bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
         done = iteration + 1
         if done % settings.checkpoint_every == 0 or done == settings.iterations:
             seconds = seconds_before + time.perf_counter() - clock
             if due(done, settings.iterations, settings.checkpoint_every):
                 snapshots.add(done, seconds, images)
-            if task.checkpoint:
+            if task.checkpoint and is_main():
                 atomic_save({"fingerprint": key, "iteration": done, "images": images.detach().cpu(),
                              "optimiser": optimiser.state_dict(), "history": history,
                              "seconds": seconds, "snapshots": snapshots.state(),

@@ -7,7 +7,7 @@ is the sum over classes of the squared L2 distance between the means.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from torch import nn
@@ -29,14 +29,21 @@ def class_means(embeddings: torch.Tensor, sizes: list[int]) -> torch.Tensor:
 
 def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: SyntheticSet,
                   members: list[torch.Tensor], dsa: DSA, net: nn.Module, images: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Σ_c ‖mean ψ(a(real_c)) − mean ψ(a(syn_c))‖² with one siamese transform a per class."""
+                  generator: torch.Generator, *,
+                  classes: Collection[int] | None = None) -> torch.Tensor:
+    """Σ_c ‖mean ψ(a(real_c)) − mean ψ(a(syn_c))‖² with one siamese transform a per class.
+
+    ``classes`` limits the sum to those classes (a process's share under torchrun); the draws of
+    every class are made all the same, so the random stream does not depend on the share.
+    """
     real, fake = [], []
     for c, indices in enumerate(members):
         chosen = indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]]
+        params = dsa.sample(1, generator, siamese=True)
+        if classes is not None and c not in classes:
+            continue
         batch = as_float(task.train.images[chosen]).to(task.device)
         syn = synthetic.decode_class(images, c)
-        params = dsa.sample(1, generator, siamese=True)
         real.append(dsa(batch, params.expand(len(batch))))
         fake.append(dsa(syn, params.expand(len(syn))))
     with torch.no_grad():
@@ -48,14 +55,16 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
 def distribution_matching(method: str, task: CondenseTask, settings: CondenseSettings,
                           network_for: NetworkSource, saved: dict | None = None,
                           extra_state: dict | None = None) -> CondenseResult:
-    """The DM loop shared by DM and IEM: one network an iteration, all classes, one image step."""
+    """The DM loop shared by DM and IEM: one network an iteration, all classes (this process's
+    under torchrun), one image step."""
     synthetic = task.initial_set(settings.ipc, settings.factor)
     members = task.class_indices()
     dsa = DSA(mean=task.mean, std=task.std)
 
     def loss_fn(images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
         net = network_for(iteration, generator)
-        return matching_loss(task, settings, synthetic, members, dsa, net, images, generator)
+        return matching_loss(task, settings, synthetic, members, dsa, net, images, generator,
+                             classes=task.classes)
 
     history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
                                          extra_state=extra_state)

@@ -9,19 +9,20 @@ The loop runs ``iterations`` image steps, as every method does. A fresh network 
 the same network (DSA: on the synthetic set; IDC: on the real training set). So image step i
 uses network i // outer_loop after i % outer_loop rounds of training. The network and its
 optimiser go into every checkpoint, and all randomness of step i comes from step i's generator,
-so a resumed run equals an uninterrupted one.
+so a resumed run equals an uninterrupted one. Under torchrun each process matches the gradients
+of its classes, and every process trains the same network.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import DSA
+from ..augment import DSA, DSAParams
 from ..models import Classifier
 from ..seeding import seeded
 from ..synthetic import SyntheticSet
@@ -114,11 +115,17 @@ def augmenter(strategies: Sequence[str], task: CondenseTask) -> list[DSA]:
     return [DSA(strategy, mean=task.mean, std=task.std) for strategy in strategies]
 
 
+def siamese_draws(transforms: Sequence[DSA], generator: torch.Generator) -> list[DSAParams]:
+    """One siamese draw of every transform, in order."""
+    return [transform.sample(1, generator, siamese=True) for transform in transforms]
+
+
 def siamese(transforms: Sequence[DSA], real: torch.Tensor, syn: torch.Tensor,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both batches under the same draw of every transform."""
-    for transform in transforms:
-        params = transform.sample(1, generator, siamese=True)
+            draws: torch.Generator | Sequence[DSAParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both batches under the same draw of every transform (given, or drawn from a generator)."""
+    if isinstance(draws, torch.Generator):
+        draws = siamese_draws(transforms, draws)
+    for transform, params in zip(transforms, draws):
         real = transform(real, params.expand(len(real)))
         syn = transform(syn, params.expand(len(syn)))
     return real, syn
@@ -126,18 +133,29 @@ def siamese(transforms: Sequence[DSA], real: torch.Tensor, syn: torch.Tensor,
 
 def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: SyntheticSet,
                   members: list[torch.Tensor], matching: Matching, transforms: Sequence[DSA],
-                  net: nn.Module, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Σ_c D(∇ℓ(a(real_c)), ∇ℓ(a(syn_c))) with one siamese transform a per class."""
+                  net: nn.Module, images: torch.Tensor, generator: torch.Generator, *,
+                  classes: Collection[int] | None = None) -> torch.Tensor:
+    """Σ_c D(∇ℓ(a(real_c)), ∇ℓ(a(syn_c))) with one siamese transform a per class.
+
+    ``classes`` limits the sum to those classes (a process's share under torchrun); the draws of
+    every class are made all the same, so the random stream does not depend on the share.
+    """
     parameters = matched_parameters(net, matching.min_ndim)
     losses = []
     for c, indices in enumerate(members):
         chosen = indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]]
+        decoded = int((synthetic.labels == c).sum()) * synthetic.factor ** 2
+        keep = None
+        if matching.syn_max is not None and decoded > matching.syn_max:
+            keep = torch.randperm(decoded, generator=generator)[:matching.syn_max]
+        draws = siamese_draws(transforms, generator)
+        if classes is not None and c not in classes:
+            continue
         real = as_float(task.train.images[chosen]).to(task.device)
         syn = synthetic.decode_class(images, c)
-        if matching.syn_max is not None and len(syn) > matching.syn_max:
-            keep = torch.randperm(len(syn), generator=generator)[:matching.syn_max]
+        if keep is not None:
             syn = syn[keep.to(syn.device)]
-        real, syn = siamese(transforms, real, syn, generator)
+        real, syn = siamese(transforms, real, syn, draws)
         g_real = [g.detach() for g in class_gradient(net, parameters, real, c)]
         g_syn = class_gradient(net, parameters, syn, c, create_graph=True)
         losses.append(gradient_distance(g_real, g_syn, matching.metric))
@@ -251,7 +269,7 @@ def gradient_matching(method: str, task: CondenseTask, settings: CondenseSetting
             net = network.for_step(iteration, images, generator)
             extra["matching_network"] = network.state()
             return matching_loss(task, settings, synthetic, members, matching, transforms, net,
-                                 images, generator)
+                                 images, generator, classes=task.classes)
 
         history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn,
                                              saved=saved, extra_state=extra)

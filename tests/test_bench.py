@@ -1,0 +1,114 @@
+"""The benchmarks at tiny sizes: their baselines compute what the library computes, the command
+line writes its JSON, and bad options fail clearly. No test asserts a wall-clock limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from iemlib.__main__ import main
+from iemlib.bench import (LOSS_RTOL, MAP_ATOL, Sizes, agreement, bench_split, bench_task,
+                          bench_settings, draws, iteration_steps, map_pair, one_hot,
+                          reference_map, structured_codes)
+from iemlib.condense.networks import random_network
+from iemlib.retrieval import hamming_distance, mean_average_precision
+from iemlib.seeding import generator
+
+TINY = Sizes(classes=2, real_per_class=8, ipc=2, queries=20, database=300, bits=(8,), repeats=1,
+             encode_images=8, resnet_size=16, memory_iterations=1, peak_size=64, data="random")
+TINY_ARGS = ["--classes", "2", "--real-per-class", "8", "--ipc", "2", "--queries", "20",
+             "--database", "300", "--bits", "8", "16", "--repeats", "1", "--encode-images", "8",
+             "--resnet-size", "16", "--memory-iterations", "1", "--peak-size", "64",
+             "--data", "random"]
+
+
+@pytest.fixture(scope="module")
+def steps():
+    task = bench_task(bench_split(TINY)[0], TINY, torch.device("cpu"))
+    return iteration_steps(task, TINY, random_network(task, bench_settings(TINY), "test"))
+
+
+def test_reference_loss_equals_matching_loss_on_the_same_draws(steps):
+    check = agreement(steps, {"baseline": draws(), "ours": draws()}, LOSS_RTOL["cpu"])
+    assert check["ok"] and check["draws_match"]
+    assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"] and check["loss_ours"] > 0
+
+
+def test_the_loss_check_fails_when_the_draws_diverge(steps):
+    other = generator(1, "another draw")
+    check = agreement(steps, {"baseline": other, "ours": draws()}, LOSS_RTOL["cpu"])
+    assert not check["ok"] and check["loss_rel_diff"] > LOSS_RTOL["cpu"]
+
+
+def test_the_draw_check_fails_when_the_baseline_draws_more(steps):
+    def greedy(g: torch.Generator):
+        result = steps["baseline"](g)
+        torch.rand(1, generator=g)  # one draw matching_loss does not make
+        return result
+
+    check = agreement({**steps, "baseline": greedy}, {"baseline": draws(), "ours": draws()},
+                      LOSS_RTOL["cpu"])
+    assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"]  # the same loss ...
+    assert not check["draws_match"] and not check["ok"]  # ... but the next iteration would differ
+
+
+def test_reference_map_equals_the_library_on_tied_codes():
+    codes, labels = structured_codes(230, 4, 10, generator(0, "ties"))  # 4 bits: ties everywhere
+    q, db, ql, dl = codes[:30], codes[30:], labels[:30], labels[30:]
+    assert len(hamming_distance(q[:1], db).unique()) <= 5 < len(db)
+    values = []
+    for order in (torch.arange(len(db)), torch.arange(len(db)).flip(0)):  # ties broken both ways
+        ours = mean_average_precision(q, db[order], ql, dl[order], topk=None)
+        reference = reference_map(q.numpy(), db[order].numpy(), one_hot(ql, 10),
+                                  one_hot(dl[order], 10))
+        assert abs(ours - reference) <= MAP_ATOL
+        values.append(ours)
+    assert abs(values[0] - values[1]) > 1e-6  # the tie order matters, so the test can tell
+
+
+def test_map_pair_agrees():
+    runs = map_pair(20, 300, 16, 10, torch.device("cpu"))
+    assert abs(runs["baseline"]() - runs["ours"]()) <= MAP_ATOL
+
+
+def test_cli_writes_the_json(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "iemlib", "bench", *TINY_ARGS, "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "DM iteration" in done.stdout and "mAP@all 16 bits" in done.stdout
+    results = json.loads(out.read_text())
+    for key in ("condense_speedup", "map_speedup", "device", "condense_gflops", "peak_gflops",
+                "memory_ratio", "timings"):
+        assert results[key], key
+    assert results["checks_ok"] and results["condense"]["check"]["draws_match"]
+    assert set(results["map"]["by_bits"]) == {"8", "16"}
+    timings = results["timings"]
+    assert set(timings) == {"condense", "map", "encode"}
+    seconds = [t for run in (timings["condense"], *timings["map"]["by_bits"].values(),
+                             *timings["encode"].values()) for ts in run.values() for t in ts]
+    assert seconds and all(t > 0 for t in seconds)
+    assert all(results["memory"][k]["peak_mb"] > 0 for k in ("baseline", "ours"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--bits", "32", "0"], "--bits must be >= 1"),
+    (["--ipc", "20", "--real-per-class", "8"], "--ipc 20 is larger than --real-per-class 8"),
+    (["--resnet-size", "20"], "--resnet-size must be a multiple of 8"),
+    (["--only", "speed"], "invalid choice: 'speed'"),
+    (["--queries", "many"], "invalid int value: 'many'"),
+])
+def test_bad_options_fail_clearly(args, message, capsys):
+    try:
+        code = main(["bench", *args])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 2
+    assert message in capsys.readouterr().err
