@@ -60,6 +60,18 @@ CHAPTERS := $(shell sed 's/\#.*//' _toc.yml 2>/dev/null | grep -oE '(^|[^A-Za-z0
 BOOK_NB  := $(CHAPTERS:notebooks/%=$(BUILD)/executed/notebooks/%.ipynb)
 MISSING  := $(filter-out $(NB_SRC),$(CHAPTERS:=.py))
 
+# The JavaScript the pages load, served from the book itself so that it renders offline:
+# RequireJS and the ipywidgets HTML manager (widgets), MathJax (math). `npm pack` fetches each
+# package at its pinned version once, and only the files the pages load are kept (MathJax: the
+# tex-chtml component and what it loads at run time: fonts, TeX extensions, menu, a11y).
+# _config.yml serves book/vendor/ as static files. The stamp names the versions. (Defined here,
+# before the rules that depend on the stamp: make expands a prerequisite when it reads the rule.)
+VENDOR         := book/vendor
+HTML_MANAGER_V := 1.0.6
+REQUIREJS_V    := 2.3.7
+MATHJAX_V      := 3.2.2
+VENDOR_STAMP   := $(VENDOR)/.npm-$(HTML_MANAGER_V)-$(REQUIREJS_V)-$(MATHJAX_V)
+
 .PHONY: help env .venv vendor book test pytest nbval test-book test-browser lab clean FORCE
 
 help:
@@ -101,17 +113,6 @@ $(BIN)/jupyter-book build $(2)/src --path-output $(2)/jupyter-book $(JB_FLAGS)
 mv $(2)/jupyter-book/_build/html $(2)/html
 test -f $(2)/html/index.html
 endef
-
-# The JavaScript the pages load, served from the book itself so that it renders offline:
-# RequireJS and the ipywidgets HTML manager (widgets), MathJax (math). `npm pack` fetches each
-# package at its pinned version once, and only the files the pages load are kept (MathJax: the
-# tex-chtml component and what it loads at run time: fonts, TeX extensions, menu, a11y).
-# _config.yml serves book/vendor/ as static files. The stamp names the versions.
-VENDOR         := book/vendor
-HTML_MANAGER_V := 1.0.6
-REQUIREJS_V    := 2.3.7
-MATHJAX_V      := 3.2.2
-VENDOR_STAMP   := $(VENDOR)/.npm-$(HTML_MANAGER_V)-$(REQUIREJS_V)-$(MATHJAX_V)
 
 # $(call npm-vendor,PACKAGE@VERSION,FOLDER,FILES): FILES of the package into book/vendor/FOLDER.
 define npm-vendor
