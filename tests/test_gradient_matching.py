@@ -20,7 +20,7 @@ from iemlib.condense.base import optimise_images
 from iemlib.condense.gradient_matching import (Matching, augmenter, class_gradient,
                                                cutmix_cross_entropy, gradient_distance,
                                                layer_distance, matched_parameters,
-                                               matching_loss, siamese)
+                                               matching_loss, siamese, siamese_draws)
 from iemlib.data import Split
 from iemlib.experiment import Config
 from iemlib.models import Classifier, ConvNet
@@ -98,7 +98,8 @@ def test_matched_parameters_follow_the_references():
 def test_siamese_transforms_give_both_batches_the_same_draw(small_task):
     transforms = augmenter(("color", "crop", "cutout"), small_task)  # IDC: all three, in turn
     x = torch.rand(4, 3, 16, 16)
-    real, syn = siamese(transforms, x, x[:2].clone(), generator(3))
+    draws = siamese_draws(transforms, generator(3))
+    real, syn = siamese(transforms, x, x[:2].clone(), draws)
     torch.testing.assert_close(real[:2], syn)
     mean = torch.tensor(small_task.mean).view(1, -1, 1, 1)
     blank = (real == mean).all(dim=1)  # cutout (and crop padding) leave the mean colour

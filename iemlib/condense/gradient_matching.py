@@ -121,10 +121,8 @@ def siamese_draws(transforms: Sequence[DSA], generator: torch.Generator) -> list
 
 
 def siamese(transforms: Sequence[DSA], real: torch.Tensor, syn: torch.Tensor,
-            draws: torch.Generator | Sequence[DSAParams]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both batches under the same draw of every transform (given, or drawn from a generator)."""
-    if isinstance(draws, torch.Generator):
-        draws = siamese_draws(transforms, draws)
+            draws: Sequence[DSAParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both batches under the same draw of every transform (``siamese_draws``)."""
     for transform, params in zip(transforms, draws):
         real = transform(real, params.expand(len(real)))
         syn = transform(syn, params.expand(len(syn)))
