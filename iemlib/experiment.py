@@ -21,7 +21,7 @@ import torch
 from . import __version__, distributed
 from .classification import accuracy, held_out, train_classifier
 from .condense import (METHODS, PINNED, CondenseResult, CondenseSettings, CondenseTask,
-                       condense, dsa, idc)
+                       condense, dsa, engine, idc)
 from .data import DATASETS, Protocol, image_folder, load_protocol
 from .files import atomic_write
 from .hashing import LOSSES, HashingSettings, encode, train_hashing
@@ -44,7 +44,8 @@ PROFILES: dict[str, dict] = {
     # the paper's scale, meant for a GPU
     "paper": dict(query_per_class=100, train_per_class=500, database_per_class=None,
                   iterations=20000, real_batch=256, checkpoint_every=500,
-                  early_steps=200, pool_size=10, train_steps=5000, train_batch=256),
+                  early_steps=200, pool_size=10, train_steps=5000, train_batch=256,
+                  precision="bf16"),
 }
 
 # What changes with the kind of data set. CIFAR-10 runs at 32 px on ConvNet-3 with the counts
@@ -63,6 +64,9 @@ DATASET_PROFILES: dict[str, dict[str, dict]] = {
                       image_size=224, backbone="resnetap"),
     },
 }
+
+# The methods whose real branch runs through condense.engine (precision, compile_mode).
+EMBEDDING_MATCHING = frozenset({"dm", "iem"})
 
 # IEM's own defaults: network augmentation on (a fresh random θ_init each iteration, perturbed
 # filter-wise with α 0.05), multi-formation factor 2 (3 above 64 px). `fresh` won over `pool`,
@@ -126,6 +130,8 @@ class Config:
     checkpoint_every: int | None = None
     outer_loop: int | None = None       # dsa/idc: image steps per network
     inner_loop: int | None = None       # dsa/idc: network steps between two image steps
+    precision: str | None = None        # dm/iem real branch: fp32 | bf16 (None: fp32)
+    compile_mode: str | None = None     # dm/iem real branch: off | a torch.compile mode (None: off)
     backbone: str | None = None         # convnet | resnetap; None: by data set and profile
     # training the evaluated network (hashing, or the classifier of --task classify)
     train_steps: int | None = None
@@ -153,6 +159,8 @@ class Config:
         method_defaults.update(gradient_matching_defaults(self.method, self.profile, self.ipc))
         method_defaults.setdefault("lr", 1.0)
         merged = {**profile, **method_defaults, **values, **PINNED[self.method]}
+        if self.method not in EMBEDDING_MATCHING:  # the real-branch settings mean nothing there
+            merged["precision"] = merged["compile_mode"] = None
         if self.method == "whole":  # trains on every training image, whatever ipc was asked
             merged["ipc"] = merged["train_per_class"]
         if self.task == "classify":  # no codes: one record whatever bits and hash were asked
@@ -173,6 +181,10 @@ class Config:
         if self.dataset not in DATASETS and image_folder(self.dataset) is None:
             raise ValueError(f"unknown data set {self.dataset!r}: choose from {list(DATASETS)}, "
                              "an ImageFolder path or a folder of the data root")
+        engine.validate(self.precision or "fp32", self.compile_mode or "off")
+        if (self.precision or self.compile_mode) and self.method not in EMBEDDING_MATCHING:
+            raise ValueError(f"precision and compile_mode set how {sorted(EMBEDDING_MATCHING)} "
+                             f"forward real images; {self.method} has no such forward")
         if self.backbone is not None and self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}: choose from {sorted(BACKBONES)}")
         if self.classes is not None and self.dataset in DATASETS:
@@ -210,7 +222,8 @@ class Config:
 
     def condense_settings(self) -> CondenseSettings:
         names = {f.name for f in fields(CondenseSettings)}
-        return CondenseSettings(**{k: v for k, v in asdict(self).items() if k in names})
+        return CondenseSettings(**{k: v for k, v in asdict(self).items()
+                                   if k in names and v is not None})
 
     def train_settings(self) -> TrainSettings:
         """How the evaluated network (hashing net or classifier) is trained."""

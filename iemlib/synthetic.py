@@ -69,8 +69,10 @@ class SyntheticSet:
 
     def decode_class(self, images: torch.Tensor, c: int) -> torch.Tensor:
         """The decoded training images of class c from a stored tensor laid out like ``images``."""
-        mask = self.labels == c
-        return decode_tiles(images[mask], self.factor, self.image_size)
+        rows = torch.nonzero(self.labels == c).flatten()  # on the CPU: no wait for a GPU
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # a class's rows are contiguous
+            return decode_tiles(images[int(rows[0]):int(rows[-1]) + 1], self.factor, self.image_size)
+        return decode_tiles(images[rows.to(images.device)], self.factor, self.image_size)
 
     def state(self, dtype: torch.dtype = torch.float32) -> dict:
         """A dict of plain tensors and numbers (loadable with ``weights_only=True``)."""

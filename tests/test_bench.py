@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from iemlib.__main__ import main
-from iemlib.bench import (LOSS_RTOL, MAP_ATOL, Sizes, agreement, bench_split, bench_task,
-                          bench_settings, draws, iteration_steps, map_pair, one_hot,
-                          reference_map, structured_codes)
+from iemlib.bench import (BF16_GRAD_RTOL, BF16_RTOL, LOSS_RTOL, MAP_ATOL, VARIANTS, Sizes, agreement,
+                          bench_split, bench_task, bench_settings, iteration_steps, map_pair,
+                          one_hot, reference_map, structured_codes, variants_for)
 from iemlib.condense.networks import random_network
 from iemlib.retrieval import hamming_distance, mean_average_precision
 from iemlib.seeding import generator
@@ -30,18 +30,28 @@ TINY_ARGS = ["--classes", "2", "--real-per-class", "8", "--ipc", "2", "--queries
 @pytest.fixture(scope="module")
 def steps():
     task = bench_task(bench_split(TINY)[0], TINY, torch.device("cpu"))
-    return iteration_steps(task, TINY, random_network(task, bench_settings(TINY), "test"))
+    return iteration_steps(task, TINY, random_network(task, bench_settings(TINY), "test"),
+                           {"fp32": VARIANTS["fp32"], "bf16": VARIANTS["bf16"]})
 
 
 def test_reference_loss_equals_matching_loss_on_the_same_draws(steps):
-    check = agreement(steps, {"baseline": draws(), "ours": draws()}, LOSS_RTOL["cpu"])
+    check = agreement(steps["baseline"], steps["fp32"], LOSS_RTOL["cpu"])
     assert check["ok"] and check["draws_match"]
     assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"] and check["loss_ours"] > 0
 
 
+def test_the_bf16_variant_holds_its_tolerance_and_not_fp32s(steps):
+    check = agreement(steps["baseline"], steps["bf16"], BF16_RTOL, BF16_GRAD_RTOL)
+    assert check["ok"] and 0 < check["loss_rel_diff"] <= BF16_RTOL
+    assert 0 < check["grad_rel_diff"] <= BF16_GRAD_RTOL
+    assert not agreement(steps["baseline"], steps["bf16"], LOSS_RTOL["cpu"])["ok"]
+
+
 def test_the_loss_check_fails_when_the_draws_diverge(steps):
-    other = generator(1, "another draw")
-    check = agreement(steps, {"baseline": other, "ours": draws()}, LOSS_RTOL["cpu"])
+    def elsewhere(g: torch.Generator):
+        return steps["baseline"](generator(1, "another draw"))
+
+    check = agreement(elsewhere, steps["fp32"], LOSS_RTOL["cpu"])
     assert not check["ok"] and check["loss_rel_diff"] > LOSS_RTOL["cpu"]
 
 
@@ -51,10 +61,17 @@ def test_the_draw_check_fails_when_the_baseline_draws_more(steps):
         torch.rand(1, generator=g)  # one draw matching_loss does not make
         return result
 
-    check = agreement({**steps, "baseline": greedy}, {"baseline": draws(), "ours": draws()},
-                      LOSS_RTOL["cpu"])
+    check = agreement(greedy, steps["fp32"], LOSS_RTOL["cpu"])
     assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"]  # the same loss ...
     assert not check["draws_match"] and not check["ok"]  # ... but the next iteration would differ
+
+
+def test_variants_by_device():
+    assert set(variants_for(torch.device("cpu"))) == set(VARIANTS)
+    assert "bf16+cudagraphs" in variants_for(torch.device("cuda"))
+    assert list(variants_for(torch.device("cpu"), ("bf16",))) == ["bf16"]
+    with pytest.raises(ValueError, match="unknown variants"):
+        variants_for(torch.device("cpu"), ("bf16+cudagraphs",))
 
 
 def test_reference_map_equals_the_library_on_tied_codes():
@@ -88,6 +105,9 @@ def test_cli_writes_the_json(tmp_path):
                 "memory_ratio", "timings"):
         assert results[key], key
     assert results["checks_ok"] and results["condense"]["check"]["draws_match"]
+    variants = results["condense"]["variants"]
+    assert set(variants) == set(VARIANTS) and variants["fp32"]["check"]["ok"]
+    assert results["condense"]["variant"] in variants
     assert set(results["map"]["by_bits"]) == {"8", "16"}
     timings = results["timings"]
     assert set(timings) == {"condense", "map", "encode"}
@@ -104,6 +124,7 @@ def test_cli_writes_the_json(tmp_path):
     (["--resnet-size", "20"], "--resnet-size must be a multiple of 8"),
     (["--only", "speed"], "invalid choice: 'speed'"),
     (["--queries", "many"], "invalid int value: 'many'"),
+    (["--variants", "fp16"], "invalid choice: 'fp16'"),
 ])
 def test_bad_options_fail_clearly(args, message, capsys):
     try:

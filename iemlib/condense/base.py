@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ from ..distributed import all_reduce_, is_main, owned_classes
 from ..seeding import generator
 from ..snapshots import Snapshots, due
 from ..synthetic import SyntheticSet, atomic_save
+from ..training import as_float
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class CondenseSettings:
     checkpoint_every: int = 25
     outer_loop: int = 1        # gradient matching (DSA, IDC): image steps per network
     inner_loop: int = 1        # gradient matching: network SGD steps between two image steps
+    precision: str = "fp32"    # DM/IEM real branch: fp32 | bf16 (see condense.engine)
+    compile_mode: str = "off"  # DM/IEM real branch: off, or a torch.compile mode
 
 
 @dataclass
@@ -73,6 +77,15 @@ class CondenseTask:
         """The classes whose loss terms this process computes: all of them, or its share of a
         torchrun launch (``iemlib.distributed``)."""
         return owned_classes(self.num_classes)
+
+    @cached_property
+    def _device_images(self) -> torch.Tensor:
+        return self.train.images.to(self.device)
+
+    def real_images(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Training images ``chosen`` as float in [0, 1] on the task's device (the training set
+        is copied there once, as it is stored)."""
+        return as_float(self._device_images[chosen.to(self.device)])
 
     def class_indices(self) -> list[torch.Tensor]:
         return [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]
@@ -140,6 +153,7 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
     optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
     scale = torch.tensor(task.std, device=task.device).view(1, -1, 1, 1) ** 2
     history: list[float] = []
+    pending: list[torch.Tensor] = []  # this stretch's losses, still on the device
     start, seconds_before = 0, 0.0
     snapshots = Snapshots.like(synthetic)
     if saved is not None:
@@ -166,10 +180,12 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
         optimiser.step()
         with torch.no_grad():
             images.clamp_(0, 1)
-        history.append(all_reduce_(loss.detach()).item())
-        bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
+        pending.append(all_reduce_(loss.detach()))
         done = iteration + 1
         if done % settings.checkpoint_every == 0 or done == settings.iterations:
+            history += torch.stack(pending).tolist()  # one wait for the device a checkpoint
+            pending.clear()
+            bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
             seconds = seconds_before + time.perf_counter() - clock
             if due(done, settings.iterations, settings.checkpoint_every):
                 snapshots.add(done, seconds, images)

@@ -14,9 +14,9 @@ from torch import nn
 
 from ..augment import DSA
 from ..synthetic import SyntheticSet
-from ..training import as_float
 from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
                    optimise_images, timed)
+from .engine import Embedder
 from .networks import random_network
 
 # network_for(iteration, generator) -> a frozen embedding network for that iteration
@@ -29,25 +29,25 @@ def class_means(embeddings: torch.Tensor, sizes: list[int]) -> torch.Tensor:
 
 def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: SyntheticSet,
                   members: list[torch.Tensor], dsa: DSA, net: nn.Module, images: torch.Tensor,
-                  generator: torch.Generator, *,
-                  classes: Collection[int] | None = None) -> torch.Tensor:
+                  generator: torch.Generator, *, classes: Collection[int] | None = None,
+                  embedder: Embedder | None = None) -> torch.Tensor:
     """Σ_c ‖mean ψ(a(real_c)) − mean ψ(a(syn_c))‖² with one siamese transform a per class.
 
     ``classes`` limits the sum to those classes (a process's share under torchrun); the draws of
-    every class are made all the same, so the random stream does not depend on the share.
+    every class are made all the same, so the random stream does not depend on the share. The
+    real branch runs through ``embedder`` (default: the settings' precision and compile mode).
     """
-    real, fake = [], []
-    for c, indices in enumerate(members):
-        chosen = indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]]
-        params = dsa.sample(1, generator, siamese=True)
-        if classes is not None and c not in classes:
-            continue
-        batch = as_float(task.train.images[chosen]).to(task.device)
-        syn = synthetic.decode_class(images, c)
-        real.append(dsa(batch, params.expand(len(batch))))
-        fake.append(dsa(syn, params.expand(len(syn))))
-    with torch.no_grad():
-        real_means = class_means(net(torch.cat(real)), [len(r) for r in real])
+    draws = [(indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]],
+              dsa.sample(1, generator, siamese=True)) for indices in members]
+    owned = [c for c in range(len(members)) if classes is None or c in classes]
+    embedder = embedder or Embedder(task.device, settings.precision, settings.compile_mode)
+
+    def augmented(x: torch.Tensor, c: int) -> torch.Tensor:
+        return dsa(x, draws[c][1].expand(len(x)))
+
+    real_means = embedder.real_means(
+        net, (augmented(task.real_images(draws[c][0]), c) for c in owned))
+    fake = [augmented(synthetic.decode_class(images, c), c) for c in owned]
     fake_means = class_means(net(torch.cat(fake)), [len(f) for f in fake])
     return ((real_means - fake_means) ** 2).sum()
 
@@ -60,11 +60,12 @@ def distribution_matching(method: str, task: CondenseTask, settings: CondenseSet
     synthetic = task.initial_set(settings.ipc, settings.factor)
     members = task.class_indices()
     dsa = DSA(mean=task.mean, std=task.std)
+    embedder = Embedder(task.device, settings.precision, settings.compile_mode)
 
     def loss_fn(images: torch.Tensor, iteration: int, generator: torch.Generator) -> torch.Tensor:
         net = network_for(iteration, generator)
         return matching_loss(task, settings, synthetic, members, dsa, net, images, generator,
-                             classes=task.classes)
+                             classes=task.classes, embedder=embedder)
 
     history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn, saved=saved,
                                          extra_state=extra_state)

@@ -1,0 +1,79 @@
+"""The real branch's engine: batching gives the same numbers, bf16 stays close, a compiled
+forward equals the eager one and serves fresh networks without recompiling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iemlib.condense.engine import Embedder, validate
+from iemlib.experiment import Config
+from iemlib.models import build_backbone
+
+
+def _net(seed: int, width: int = 16) -> torch.nn.Module:
+    from iemlib.models import ConvNet
+
+    torch.manual_seed(seed)
+    net = ConvNet(width=width).eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(12, 3, 32, 32, generator=g) for _ in range(3)]
+
+
+def test_class_by_class_equals_one_forward_and_the_plain_means(batches):
+    net = _net(0)
+    expected = torch.stack([net(b).mean(dim=0) for b in batches])
+    by_class = Embedder("cpu").real_means(net, iter(batches))  # a generator works too
+    one = Embedder("cpu", one_forward=True).real_means(net, batches)
+    assert torch.equal(by_class, expected) and torch.equal(one, expected)
+
+
+def test_bf16_is_close_but_not_equal(batches):
+    net = _net(0)
+    fp32 = Embedder("cpu").real_means(net, batches)
+    bf16 = Embedder("cpu", "bf16").real_means(net, batches)
+    error = float((bf16 - fp32).norm() / fp32.norm())
+    assert bf16.dtype == torch.float32 and 0 < error < 1e-2
+
+
+def test_a_compiled_forward_serves_fresh_networks_without_recompiling(batches):
+    embedder = Embedder("cpu", compile_mode="default")
+    for seed in range(3):
+        net = _net(seed)
+        with torch._dynamo.config.patch(error_on_recompile=seed > 0):
+            means = embedder.real_means(net, batches)
+        torch.testing.assert_close(means, Embedder("cpu").real_means(net, batches),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_bad_settings_fail_clearly():
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        validate("fp16", "off")
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        Embedder("cpu", compile_mode="fast")
+    with pytest.raises(ValueError, match="dsa has no such forward"):
+        Config(method="dsa", precision="bf16").resolved()
+    with pytest.raises(ValueError, match="unknown precision"):
+        Config(method="iem", precision="half").resolved()
+
+
+def test_profiles_pick_the_real_branch_settings():
+    assert Config(method="iem", profile="paper").resolved().precision == "bf16"
+    assert Config(method="dm", profile="cpu").resolved().precision is None  # fp32: keys unchanged
+    assert Config(method="dsa", profile="paper").resolved().precision is None
+    settings = Config(method="iem", profile="cpu", precision="bf16").resolved().condense_settings()
+    assert settings.precision == "bf16" and settings.compile_mode == "off"
+
+
+def test_build_backbone_nets_work_too(batches):
+    net = build_backbone("resnetap", channels=3, image_size=32, mean=(0.5,) * 3,
+                         std=(0.5,) * 3).eval()
+    means = Embedder("cpu").real_means(net, batches[:1])
+    assert means.shape == (1, net(batches[0][:1]).shape[1])

@@ -1,0 +1,72 @@
+"""On a real GPU: the Triton kernels against the torch fallback on the CPU, the real branch's
+CUDA settings against fp32, and a short condensation on CUDA. Skipped where there is no GPU
+(CI); run them on a GPU machine with ``pytest tests/test_gpu.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iemlib import kernels
+from iemlib.condense import CondenseSettings, CondenseTask, condense
+from iemlib.condense.engine import Embedder
+from iemlib.data import Split
+from iemlib.models import build_backbone
+from iemlib.retrieval import mean_average_precision
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _codes_and_labels(n: int, bits: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes near one centre a class, so that many distances tie."""
+    centres = torch.randint(0, 2, (10, bits), generator=g).float() * 2 - 1
+    labels = torch.randint(10, (n,), generator=g)
+    flips = torch.rand(n, bits, generator=g) < 0.2
+    return torch.where(flips, -centres[labels], centres[labels]), labels
+
+
+@pytest.mark.parametrize("bits", [16, 32, 64])
+def test_triton_kernels_equal_the_cpu_fallback(bits):
+    g = torch.Generator().manual_seed(bits)
+    (qc, ql), (dc, dl) = _codes_and_labels(300, bits, g), _codes_and_labels(5000, bits, g)
+    cpu = [kernels.pack_codes(qc), kernels.pack_codes(dc)]
+    gpu = [t.cuda() for t in cpu]
+    assert kernels.backend(*gpu) == "triton"
+    assert torch.equal(kernels.hamming(*gpu).cpu(), kernels.hamming(*cpu))
+    assert torch.equal(kernels.hamming_topk(*gpu, 100).cpu(), kernels.hamming_topk(*cpu, 100))
+    for k in (100, 5000):
+        ap_gpu = kernels.average_precision(*gpu, ql.cuda(), dl.cuda(), k).cpu()
+        ap_cpu = kernels.average_precision(*cpu, ql, dl, k)
+        torch.testing.assert_close(ap_gpu, ap_cpu, rtol=0, atol=1e-12)
+    assert abs(mean_average_precision(qc.cuda(), dc.cuda(), ql.cuda(), dl.cuda())
+               - mean_average_precision(qc, dc, ql, dl)) < 1e-12
+
+
+@pytest.mark.parametrize("precision,compile_mode,tolerance", [
+    ("fp32", "off", 2e-2), ("bf16", "off", 2e-2), ("bf16", "reduce-overhead", 2e-2)])
+def test_the_real_branch_on_cuda_matches_fp32(precision, compile_mode, tolerance):
+    batches = [torch.rand(64, 3, 32, 32, device="cuda") for _ in range(4)]
+    embedder = Embedder("cuda", precision, compile_mode)
+    for seed in range(3):  # fresh networks must not break a compiled forward
+        torch.manual_seed(seed)
+        net = build_backbone("convnet", channels=3, image_size=32, mean=(0.5,) * 3,
+                             std=(0.5,) * 3).eval()
+        reference = Embedder("cpu").real_means(net, [b.cpu() for b in batches])
+        means = embedder.real_means(net.cuda(), batches).cpu()
+        error = (means - reference).norm() / reference.norm()
+        assert error < tolerance, (seed, float(error))
+
+
+def test_iem_condenses_on_cuda():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (200, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.arange(10).repeat_interleave(20)
+    task = CondenseTask(Split(images, labels, torch.arange(200)), 10, (0.5,) * 3, (0.5,) * 3,
+                        device="cuda", progress=False)
+    settings = CondenseSettings(ipc=2, iterations=6, real_batch=16, factor=2, network="fresh",
+                                perturb="filter", alpha=0.05, precision="bf16",
+                                checkpoint_every=3)
+    result = condense("iem", task, settings)
+    assert len(result.history) == 6 and all(torch.isfinite(torch.tensor(result.history)))
+    assert result.synthetic.images.shape == (20, 3, 32, 32)
+    assert result.synthetic.images.device.type == "cpu"
