@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .devices import to_device
+
 GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 STRONG = "color_crop_cutout_flip_scale_rotate"
 WEAK = "crop_flip"
@@ -75,9 +77,9 @@ class DSA:
         return params.expand(n) if siamese else params
 
     def __call__(self, x: torch.Tensor, params: DSAParams) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        v = {k: t.to(x.device, x.dtype) for k, t in params.values.items()}
+        mean = to_device(torch.tensor(self.mean), x.device, x.dtype).view(1, -1, 1, 1)
+        std = to_device(torch.tensor(self.std), x.device, x.dtype).view(1, -1, 1, 1)
+        v = {k: to_device(t, x.device, x.dtype) for k, t in params.values.items()}
         z = (x - mean) / std
         z = getattr(self, f"_{params.group}")(z, v)
         return z * std + mean
@@ -95,7 +97,7 @@ class DSA:
         return (z - level) * (v["contrast"].view(-1, 1, 1, 1) + self.contrast) + level
 
     def _crop(self, z: torch.Tensor, v: dict) -> torch.Tensor:
-        size = torch.tensor(z.shape[-2:][::-1], device=z.device, dtype=z.dtype)  # (W, H)
+        size = to_device(torch.tensor(z.shape[-2:][::-1]), z.device, z.dtype)  # (W, H)
         pixels = torch.round((v["shift"] * 2 - 1) * self.crop * size)  # integer shifts
         theta = _affine(len(z), z)
         theta[:, :, 2] = pixels * 2 / size

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .devices import to_device
+
 # objective(model, images in [0, 1], labels, generator) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -65,8 +67,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
     bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
                disable=not progress, leave=False)
     for index in bar:
-        x = as_float(images[index]).to(device)
-        loss = objective(model, x, labels[index].to(device), generator)
+        x = to_device(as_float(images[index]), device)
+        loss = objective(model, x, to_device(labels[index], device), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -42,6 +42,18 @@ def test_triton_kernels_equal_the_cpu_fallback(bits):
                - mean_average_precision(qc, dc, ql, dl)) < 1e-12
 
 
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_dense_rank_mode_equals_the_torch_backend_on_cuda(bits):
+    g = torch.Generator().manual_seed(bits)
+    (qc, ql), (dc, dl) = _codes_and_labels(128, bits, g), _codes_and_labels(5000, bits, g)
+    q, d, ql, dl = kernels.pack_codes(qc).cuda(), kernels.pack_codes(dc).cuda(), ql.cuda(), dl.cuda()
+    triton_precisions, triton_hits = kernels._precisions_triton(q, d, ql, dl, 5000)
+    torch_precisions, torch_hits = kernels._precisions_torch(q, d, ql, dl, 5000)
+    assert torch.equal(triton_hits.cpu(), torch_hits.cpu().to(triton_hits.dtype))
+    torch.testing.assert_close(triton_precisions.sum(1).cpu(), torch_precisions.sum(1).cpu(),
+                               rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("precision,compile_mode,tolerance", [
     ("fp32", "off", 2e-2), ("bf16", "off", 2e-2), ("bf16", "reduce-overhead", 2e-2)])
 def test_the_real_branch_on_cuda_matches_fp32(precision, compile_mode, tolerance):

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Split
+from ..devices import to_device
 from ..distributed import all_reduce_, is_main, owned_classes
 from ..seeding import generator
 from ..snapshots import Snapshots, due
@@ -85,7 +86,7 @@ class CondenseTask:
     def real_images(self, chosen: torch.Tensor) -> torch.Tensor:
         """Training images ``chosen`` as float in [0, 1] on the task's device (the training set
         is copied there once, as it is stored)."""
-        return as_float(self._device_images[chosen.to(self.device)])
+        return as_float(self._device_images[to_device(chosen, self.device)])
 
     def class_indices(self) -> list[torch.Tensor]:
         return [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]

@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import nn
 
+from ..devices import to_device
 from .base import CondenseResult, CondenseSettings, CondenseTask, load_checkpoint, timed
 from .dm import distribution_matching
 from .networks import early_network, freeze, random_network
@@ -35,7 +36,7 @@ def perturbation(weight: torch.Tensor, mode: str, generator: torch.Generator) ->
     """
     if mode == "none" or weight.ndim < 2:
         return torch.zeros_like(weight)
-    d = torch.randn(weight.shape, generator=generator).to(weight)
+    d = to_device(torch.randn(weight.shape, generator=generator), weight.device, weight.dtype)
     if mode == "filter":
         dims = tuple(range(1, weight.ndim))
         scale = torch.linalg.vector_norm(weight, dim=dims, keepdim=True)

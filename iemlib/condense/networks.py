@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..augment import DSA
+from ..devices import module_to_device
 from ..classification import augmented_cross_entropy
 from ..models import Classifier, build_backbone
 from ..seeding import generator, seeded
@@ -18,7 +19,7 @@ def random_network(task: CondenseTask, settings: CondenseSettings, *parts: objec
     with seeded(task.seed, *parts):
         net = build_backbone(settings.backbone, channels=channels, image_size=size,
                              mean=task.mean, std=task.std)
-    return freeze(net.to(task.device))
+    return freeze(module_to_device(net, task.device))
 
 
 def freeze(net: nn.Module) -> nn.Module:

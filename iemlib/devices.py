@@ -1,0 +1,34 @@
+"""Moving host data to the compute device without waiting for it.
+
+A plain copy from pageable host memory to a GPU first waits for all the work queued on the
+GPU, so every small tensor an iteration sends (random draws, augmentation parameters, a freshly
+initialised network) would stall the pipeline. Copies through pinned memory are asynchronous;
+PyTorch keeps the pinned block alive until its copy has run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensor`` on ``device`` (as ``dtype``), copied without a wait where it goes to a GPU."""
+    device = torch.device(device)
+    if dtype is not None and tensor.device.type == "cpu":
+        tensor = tensor.to(dtype)  # convert on the host: the copy carries the final bytes
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, dtype=dtype, non_blocking=True)
+    return tensor.to(device, dtype=dtype)
+
+
+def module_to_device(net: nn.Module, device: torch.device | str) -> nn.Module:
+    """``net`` moved to ``device`` (in place, as ``nn.Module.to``), without a wait on a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        for tensor in [*net.parameters(), *net.buffers()]:
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.pin_memory()
+        return net.to(device, non_blocking=True)
+    return net.to(device)
