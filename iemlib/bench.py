@@ -58,7 +58,11 @@ from .training import as_float
 
 BENCHMARKS = ("condense", "map", "encode", "memory")
 DATA_SOURCES = ("auto", "cifar10", "random")
-LOSS_RTOL = {"cpu": 1e-4, "cuda": 1e-2}   # fp32 on the CPU; TF32 convolutions on CUDA
+# (loss, gradient) tolerances against the fp32 baseline: the loss relative, the image gradient
+# normwise. fp32 on the CPU; on CUDA cuDNN runs convolutions in TF32 (a 10-bit mantissa), and
+# the gradient, a difference of class means, shows it more (2.1e-2 measured on an H200).
+LOSS_RTOL = {"cpu": 1e-4, "cuda": 1e-2}
+GRAD_RTOL = {"cpu": 1e-4, "cuda": 5e-2}
 # bf16 real branch: the loss within 1 %, the image gradient within 5 % (normwise)
 BF16_RTOL, BF16_GRAD_RTOL = 1e-2, 5e-2
 # the library's real-branch settings the condensation benchmark times: (precision, compile mode)
@@ -288,8 +292,8 @@ def tolerance(precision: str, device: torch.device) -> tuple[float, float]:
     """(loss, gradient) tolerances of a variant."""
     if precision == "bf16":
         return BF16_RTOL, BF16_GRAD_RTOL
-    fp32 = LOSS_RTOL.get(device.type, LOSS_RTOL["cuda"])
-    return fp32, fp32
+    kind = device.type if device.type in LOSS_RTOL else "cuda"
+    return LOSS_RTOL[kind], GRAD_RTOL[kind]
 
 
 def iteration_flops(step: Step) -> int:

@@ -19,7 +19,7 @@ def to_device(tensor: torch.Tensor, device: torch.device | str,
     if dtype is not None and tensor.device.type == "cpu":
         tensor = tensor.to(dtype)  # convert on the host: the copy carries the final bytes
     if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, dtype=dtype, non_blocking=True)
+        return tensor.contiguous().pin_memory().to(device, dtype=dtype, non_blocking=True)
     return tensor.to(device, dtype=dtype)
 
 
