@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 from iemlib import gallery
 from iemlib.experiment import Config
 from iemlib.keynumbers import show_key_numbers
-from iemlib.paper import TABLE1_METHODS
+from iemlib.paper import TABLE1_METHODS, table1
 from iemlib.report import (concordant_pairs, ensure_records, method_order, provenance, recorded,
                            show_table, table1_comparison)
 
@@ -193,6 +193,39 @@ mean_gap = statistics.mean(r["ours"] - r["paper"] for r in condensed) if condens
 # different scales and a cell's difference mixes the method's quality with the ceiling's. The
 # share of the ceiling and the ordering of the methods are the comparisons that survive the
 # change of scale. Every cell is a single run (seed 0).
+
+# %% [markdown]
+# ## On a GPU, the paper's protocol
+# The cells above come from this book's profile. Where a GPU was lent to us we ran IEM at the
+# paper's scale: the full CIFAR-10 protocol, 256 real images a class every iteration, DHD
+# trained 5,000 steps of 256 images, the real branch in bf16 (the setting `python -m iemlib
+# bench` checks against fp32). The device time held 8,000 of the paper's 20,000 condensation
+# iterations, so these records say `iterations 8000`; the 64-bit network is trained on the
+# 32-bit run's condensed set.
+
+# %%
+gpu_rows = []
+for b in (32, 64):
+    record = recorded(Config(method="iem", ipc=10, bits=b, profile="paper", seed=seed,
+                             iterations=8000, checkpoint_every=1000), results_dir)
+    if record:
+        ours, paper = 100 * record["metrics"]["map_at_1000"], table1("cifar10", 10, b, "iem")
+        gpu_rows.append([10, b, record["config"]["iterations"], f"{ours:.2f}", f"{paper:.2f}",
+                         f"{ours - paper:+.2f}", f"{100 * record['metrics']['map']:.2f}",
+                         f"{record['timings']['condense_s']:.0f} s", provenance(record)])
+if gpu_rows:
+    show_table(["img/cls", "bits", "iterations", "IEM mAP@1000 %", "paper", "ours − paper",
+                "mAP@all %", "condensation", "made by"], gpu_rows,
+               caption="IEM on CIFAR-10 at the paper's protocol (8,000 of its 20,000 iterations)")
+    above = [row[1] for row in gpu_rows if float(row[5]) > 0]
+    print(f"By mAP@1000 our IEM set is above the paper's Table I entry at {len(above)} of "
+          f"{len(gpu_rows)} code lengths ({', '.join(f'{r[1]} bits {r[5]}' for r in gpu_rows)}); "
+          f"mAP over the whole database is {', '.join(r[6] for r in gpu_rows)} %. If the paper "
+          f"reports mAP@1000, as DHD's code does by default, this cell "
+          f"{'reaches' if len(above) == len(gpu_rows) else 'does not reach'} Table I. One seed, "
+          "one cell: the other methods have not run at this scale.")
+else:
+    print(f"No GPU record of the paper's protocol under {results_dir}/paper.")
 
 # %% [markdown]
 # ## ImageNet subsets
