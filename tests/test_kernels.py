@@ -179,13 +179,40 @@ def test_average_precision_matches_retrieval_and_bruteforce(kind: str, n_bits: i
 
 @pytest.mark.parametrize("kind", ["class", "multihot"])
 def test_cpu_path_equals_generic_torch_path_bitwise(kind: str) -> None:
-    # 17 queries: CPU sum steps of 8 and 9 rows; the generic path sums all 17 at once
+    # 17 queries: CPU sum steps of 8, 8 and 1 rows; the generic path sums all 17 at once
     qc, dc, ql, dl = _problem(17, 120, 5, kind, seed=4)
     qp, dp = pack_codes(qc), pack_codes(dc)
     for k in (3, 120):
         sums, hits = kernels._ap_sums_cpu(qp, dp, ql, dl, k)
         precisions, ref_hits = kernels._precisions_torch(qp, dp, ql, dl, k)
         assert torch.equal(sums, precisions.sum(dim=1)) and torch.equal(hits, ref_hits)
+
+
+@pytest.mark.parametrize("kind", ["class", "multihot"])
+def test_cpu_threads_give_the_single_thread_sums_bitwise(kind: str) -> None:
+    # 70k items: torch would split a lone row this long across threads (another order)
+    n_db = 70_000
+    qc, dc, ql, dl = _problem(17, n_db, 40, kind, seed=5)
+    qp, dp = pack_codes(qc), pack_codes(dc)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        precisions, ref_hits = kernels._precisions_torch(qp, dp, ql, dl, n_db)
+        ref = precisions.sum(dim=1)
+        torch.set_num_threads(3)
+        # 1 query; 9 = 8 + 1 on 2 threads; 17 = 8 + 8 + 1 on 3; k cut at 7 too
+        for n, workers in ((1, 1), (9, 2), (17, 3)):
+            assert kernels._cpu_workers(n) == workers
+            sums, hits = kernels._ap_sums_cpu(qp[:n], dp, ql[:n], dl, n_db)
+            assert torch.equal(sums, ref[:n]) and torch.equal(hits, ref_hits[:n])
+            torch.set_num_threads(1)
+            serial = kernels._ap_sums_cpu(qp[:n], dp, ql[:n], dl, 7)
+            torch.set_num_threads(3)
+            cut = kernels._ap_sums_cpu(qp[:n], dp, ql[:n], dl, 7)
+            assert torch.equal(cut[0], serial[0]) and torch.equal(cut[1], serial[1])
+            assert torch.get_num_threads() == 3  # restored after the call
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_average_precision_bad_input() -> None:
