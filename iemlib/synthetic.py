@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from typing import Sequence
 
 import torch
 
@@ -69,10 +70,12 @@ class SyntheticSet:
 
     def decode_class(self, images: torch.Tensor, c: int) -> torch.Tensor:
         """The decoded training images of class c from a stored tensor laid out like ``images``."""
-        rows = torch.nonzero(self.labels == c).flatten()  # on the CPU: no wait for a GPU
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # a class's rows are contiguous
-            return decode_tiles(images[int(rows[0]):int(rows[-1]) + 1], self.factor, self.image_size)
-        return decode_tiles(images[rows.to(images.device)], self.factor, self.image_size)
+        return decode_tiles(_rows(images, self.labels, c), self.factor, self.image_size)
+
+    def decode_classes(self, images: torch.Tensor, classes: Sequence[int]) -> list[torch.Tensor]:
+        """``[decode_class(images, c) for c in classes]``, decoded in one call."""
+        decoded, labels = self.decode(images)
+        return [_rows(decoded, labels, c) for c in classes]
 
     def state(self, dtype: torch.dtype = torch.float32) -> dict:
         """A dict of plain tensors and numbers (loadable with ``weights_only=True``)."""
@@ -99,6 +102,15 @@ class SyntheticSet:
         except (KeyError, TypeError, RuntimeError, EOFError, ValueError,
                 pickle.UnpicklingError) as error:
             raise ValueError(f"not a readable synthetic set: {path} ({error})") from error
+
+
+def _rows(images: torch.Tensor, labels: torch.Tensor, c: int) -> torch.Tensor:
+    """The rows of ``images`` labelled c (``labels`` on the CPU: no wait for a GPU); a slice
+    where they are contiguous, as a stored set lays them out."""
+    rows = torch.nonzero(labels == c).flatten()
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return images[int(rows[0]):int(rows[-1]) + 1]
+    return images[rows.to(images.device)]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -318,3 +318,23 @@ def test_non_divisible_sizes_raise():
         encode_tiles(torch.rand(3, 3, 4, 4), 2)  # 3 images are not a group of 4
     with pytest.raises(ValueError, match="divisible"):
         encode_tiles(torch.rand(4, 3, 5, 6), 2)
+
+
+def test_apply_each_equals_one_call_a_batch_bit_for_bit():
+    dsa = DSA()
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.rand(n, 3, 16, 16, generator=g) for n in (5, 1, 7, 4, 6, 2, 3, 8)]
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    assert len({d.group for d in draws}) < len(draws)  # some groups hold several batches
+    expected = [dsa(b, d.expand(len(b))) for b, d in zip(batches, draws)]
+    for got, want in zip(dsa.apply_each(batches, draws), expected):
+        assert torch.equal(got, want)
+
+
+def test_apply_each_carries_gradients_to_every_batch():
+    dsa = DSA()
+    g = torch.Generator().manual_seed(4)
+    batches = [torch.rand(3, 3, 16, 16, generator=g, requires_grad=True) for _ in range(4)]
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    sum(out.sum() for out in dsa.apply_each(batches, draws)).backward()
+    assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in batches)

@@ -283,3 +283,18 @@ def test_constructor_casts_and_defaults():
     syn = SyntheticSet(torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1], dtype=torch.int32))
     assert syn.images.dtype == torch.float32 and syn.labels.dtype == torch.int64
     assert syn.image_size == 8 and syn.factor == 1 and syn.ipc == 1
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_decode_classes_equals_decoding_each_class(real, factor):
+    images, labels = real
+    ipc = 2 if factor == 1 else 1  # the fixture has 6 images a class
+    syn = SyntheticSet.from_real(images, labels, ipc=ipc, num_classes=NUM_CLASSES,
+                                 generator=torch.Generator().manual_seed(2), factor=factor)
+    order = torch.arange(len(syn)).view(NUM_CLASSES, ipc).t().flatten()  # classes interleaved
+    shuffled = SyntheticSet(syn.images[order], syn.labels[order], factor, syn.image_size)
+    for s in (syn, shuffled):  # contiguous classes, and classes the slice path cannot take
+        parts = s.decode_classes(s.images, [2, 0])
+        assert [len(p) for p in parts] == [ipc * factor ** 2] * 2
+        for c, part in zip([2, 0], parts):
+            assert torch.equal(part, s.decode_class(s.images, c))

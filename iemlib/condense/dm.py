@@ -41,13 +41,13 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
               dsa.sample(1, generator, siamese=True)) for indices in members]
     owned = [c for c in range(len(members)) if classes is None or c in classes]
     embedder = embedder or Embedder(task.device, settings.precision, settings.compile_mode)
-
-    def augmented(x: torch.Tensor, c: int) -> torch.Tensor:
-        return dsa(x, draws[c][1].expand(len(x)))
-
-    real_means = embedder.real_means(
-        net, (augmented(task.real_images(draws[c][0]), c) for c in owned))
-    fake = [augmented(synthetic.decode_class(images, c), c) for c in owned]
+    chosen = [draws[c][0] for c in owned]
+    real = task.real_images(torch.cat(chosen)).split([len(x) for x in chosen])
+    fake = synthetic.decode_classes(images, owned)
+    transforms = [draws[c][1] for c in owned]
+    augmented = dsa.apply_each([*real, *fake], transforms + transforms)
+    real, fake = augmented[:len(owned)], augmented[len(owned):]
+    real_means = embedder.real_means(net, real)
     fake_means = class_means(net(torch.cat(fake)), [len(f) for f in fake])
     return ((real_means - fake_means) ** 2).sum()
 
