@@ -89,14 +89,14 @@ class DSA:
         """``[self(b, d.expand(len(b))) for b, d in zip(batches, draws)]`` for siamese draws,
         in one call a group: the batches of a group go through together, each image with its
         batch's parameters (every operation acts on each image alone, so the result is the
-        same; a GPU launches a tenth of the kernels)."""
+        same, and a GPU launches at most one call's kernels a group instead of one a batch)."""
         out: list[torch.Tensor | None] = [None] * len(batches)
         for group in dict.fromkeys(d.group for d in draws):
             members = [i for i, d in enumerate(draws) if d.group == group]
             sizes = [len(batches[i]) for i in members]
-            values = {key: torch.cat([draws[i].values[key][:1].expand(n, *draws[i].values[key].shape[1:])
+            values = {key: torch.cat([draws[i].values[key][:1].expand(n, *value.shape[1:])
                                       for i, n in zip(members, sizes)])
-                      for key in draws[members[0]].values}
+                      for key, value in draws[members[0]].values.items()}
             result = self(torch.cat([batches[i] for i in members]), DSAParams(group, values))
             for i, part in zip(members, result.split(sizes)):
                 out[i] = part

@@ -4,7 +4,7 @@ The real branch of DM and IEM carries no gradient and costs most of an iteration
 CPU). On a GPU every class's real batch goes through one forward, which keeps the GPU busy; on
 the CPU one class at a time, which gives the same numbers (the CPU forward is batch-invariant)
 with a tenth of the activation memory. ``precision`` bf16 runs the real branch under autocast
-(the synthetic branch, which carries the image gradient, stays fp32). ``compile`` names a
+(the synthetic branch, which carries the image gradient, stays fp32). ``compile_mode`` names a
 ``torch.compile`` mode for the real branch's forward. It is compiled once for every network of
 the run: a network enters as a dict of its tensors (``torch.func.functional_call``), so a fresh
 or perturbed network each iteration does not recompile.
@@ -67,8 +67,7 @@ class Embedder:
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
         """The fp32 mean embedding of each batch (one row a batch), with no autograd graph.
 
-        ``batches`` may be a generator: on the CPU each batch is made, forwarded and dropped in
-        turn, so only one class's activations are alive at a time.
+        On the CPU batch by batch, so that one batch's activations are alive at a time.
         """
         with torch.no_grad(), self.autocast():
             if not self.one_forward:
