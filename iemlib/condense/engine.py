@@ -40,7 +40,6 @@ class Embedder:
         self.device = torch.device(device)
         self.precision, self.compile_mode = precision, compile_mode
         self.one_forward = self.device.type == "cuda" if one_forward is None else one_forward
-        self._compiled: Callable[[dict, torch.Tensor], torch.Tensor] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -52,17 +51,8 @@ class Embedder:
         """``net(x)`` (compiled where asked), without autocast."""
         if self.compile_mode == "off":
             return net(x)
-        if self._compiled is None:
-            # every network is swapped into a copy of the first one's structure (a copy, so
-            # that no network's own tensors are the template's, which dynamo would guard on)
-            template = copy.deepcopy(net)
-
-            def call(state: dict, images: torch.Tensor) -> torch.Tensor:
-                return torch.func.functional_call(template, state, (images,))
-
-            self._compiled = torch.compile(call, mode=self.compile_mode, dynamic=False)
         state = {**dict(net.named_parameters()), **dict(net.named_buffers())}
-        return self._compiled(state, x)
+        return compiled_forward(net, state, self.compile_mode)(state, x)
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
         """The fp32 mean embedding of each batch (one row a batch), with no autograd graph.
@@ -75,3 +65,25 @@ class Embedder:
             batches = list(batches)
             embeddings = self.forward(net, torch.cat(batches)).float()
             return torch.stack([e.mean(dim=0) for e in embeddings.split([len(b) for b in batches])])
+
+
+# One compiled forward a (compile mode, network structure), shared by every Embedder of the
+# process: dynamo guards on the template a compiled function closes over, so a template of its
+# own per run would recompile for each run and, past dynamo's recompile limit, fall back to eager.
+_COMPILED: dict[tuple, Callable[[dict, torch.Tensor], torch.Tensor]] = {}
+
+
+def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor],
+                     mode: str) -> Callable[[dict, torch.Tensor], torch.Tensor]:
+    """``(state, images) -> net's output`` compiled with ``mode`` for networks shaped like
+    ``net``: every network is swapped into a copy of the first one's structure (a copy, so that
+    no network's own tensors are the template's)."""
+    key = (mode, type(net), tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
+    if key not in _COMPILED:
+        template = copy.deepcopy(net)
+
+        def call(tensors: dict, images: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(template, tensors, (images,))
+
+        _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
+    return _COMPILED[key]
