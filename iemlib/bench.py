@@ -550,10 +550,17 @@ def pop_timings(result: dict) -> dict:
     return {key: value for key, value in nested.items() if value}
 
 
+HEADER = ("benchmark", "baseline", "ours", "ratio", "check")
+
+
+def result_rows(results: dict) -> list[tuple[str, ...]]:
+    """One row a measurement (columns as ``HEADER``), as the table prints them."""
+    return condense_rows(results) + map_rows(results) + encode_rows(results) + memory_rows(results)
+
+
 def table(results: dict) -> str:
     """The results as a fixed-width table: benchmark, baseline, ours, ratio, check."""
-    rows = [("benchmark", "baseline", "ours", "ratio", "check")]
-    rows += condense_rows(results) + map_rows(results) + encode_rows(results) + memory_rows(results)
+    rows = [HEADER, *result_rows(results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))

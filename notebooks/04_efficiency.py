@@ -47,9 +47,13 @@ load_limit = 1.25      # load average a core above which the machine counts as b
 compute_missing = True  # False: show only what the results cache already holds
 
 # %% tags=["nbval-ignore-output"]
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from iemlib.bench import HEADER, result_rows
 from iemlib.efficiency import (compare_at_budgets, condense_cost, load_per_core, loaded,
                                time_to_convergence)
 from iemlib.experiment import Config
@@ -262,6 +266,46 @@ if unknown:
 # A time measured while another process shared the cores can be several times the time alone
 # (two CPU-heavy processes thrash each other's threads), so compare times across methods only
 # where both were made on a quiet machine. The mAP of a set does not depend on the load.
+
+# %% [markdown]
+# ## How fast is the library itself?
+# `python -m iemlib bench` (`make bench`) times one DM/IEM iteration, mAP over the whole
+# database, encoding and peak memory against baselines written the way the public reference
+# code does it, on the same machine in the same run, and checks that both compute the same
+# thing (see the README). Each run it has recorded under `results/bench/` is below, with its
+# machine; a ratio above 1 means the library is faster (for memory: uses less).
+
+# %%
+runs = sorted(Path(results_dir, "bench").glob("*.json"))
+for path in runs:
+    bench = json.loads(path.read_text())
+    show_table(HEADER, result_rows(bench), caption=f"{bench['device']} ({bench['device_type']}) · "
+               f"{bench['env']['torch']} · {path.name}")
+    failed = [row[0] for row in result_rows(bench) if row[4].startswith("FAILED")]
+    if failed:
+        print(f"{path.name}: the library and the baseline disagreed in {len(failed)} rows "
+              f"({'; '.join(failed)}); their ratios are not results.")
+if runs:
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * sum(len(result_rows(json.loads(p.read_text())))
+                                                          for p in runs)))
+    labels, ratios, colours = [], [], []
+    for k, path in enumerate(runs):
+        bench = json.loads(path.read_text())
+        for row in result_rows(bench):
+            if row[3] != "-" and not row[4].startswith("FAILED"):
+                labels.append(f"{bench['device']}: {row[0]}")
+                ratios.append(float(row[3].rstrip("x")))
+                colours.append(f"C{k}")
+    ax.barh(range(len(ratios)), [r - 1 for r in ratios], left=1, color=colours)  # from 1x
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set(xscale="log", yticks=range(len(ratios)), xlabel="baseline / ours (log scale)",
+           title="The library against reference-style baselines")
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    plt.tight_layout()
+    plt.show()
+else:
+    print(f"No benchmark run under {results_dir}/bench: `make bench` writes one to _build/bench.json.")
 
 # %%
 key = {f"{NAMES[m]} best mAP@1000": max(s for _, s in p) for m, p in points.items()}
