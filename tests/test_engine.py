@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iemlib.condense import engine
 from iemlib.condense.engine import Embedder, validate
 from iemlib.experiment import Config
 from iemlib.models import build_backbone
@@ -33,6 +34,13 @@ def test_class_by_class_equals_one_forward_and_the_plain_means(batches):
     by_class = Embedder("cpu").real_means(net, iter(batches))  # a generator works too
     one = Embedder("cpu", one_forward=True).real_means(net, batches)
     assert torch.equal(by_class, expected) and torch.equal(one, expected)
+
+
+def test_chunked_cpu_forwards_give_the_same_means(batches, monkeypatch):
+    net = _net(0)
+    expected = torch.stack([net(b).mean(dim=0) for b in batches])
+    monkeypatch.setattr(engine, "CPU_CHUNK", 5)  # 12-image batches: chunks of 5, 5 and 2
+    assert torch.equal(Embedder("cpu").real_means(net, batches), expected)
 
 
 def test_bf16_is_close_but_not_equal(batches):
