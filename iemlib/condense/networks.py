@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..augment import DSA
-from ..devices import module_to_device
 from ..classification import augmented_cross_entropy
+from ..devices import module_to_device
 from ..models import Classifier, build_backbone
 from ..seeding import generator, seeded
 from ..training import fit
