@@ -26,7 +26,7 @@ from ..augment import DSA, DSAParams
 from ..models import Classifier
 from ..seeding import seeded
 from ..synthetic import SyntheticSet
-from ..training import as_float, fit
+from ..training import fit
 from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
                    optimise_images, timed)
 from .networks import random_network
@@ -149,7 +149,7 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
         draws = siamese_draws(transforms, generator)
         if classes is not None and c not in classes:
             continue
-        real = as_float(task.train.images[chosen]).to(task.device)
+        real = task.real_images(chosen)
         syn = synthetic.decode_class(images, c)
         if keep is not None:
             syn = syn[keep.to(syn.device)]
