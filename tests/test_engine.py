@@ -9,12 +9,10 @@ import torch
 from iemlib.condense import engine
 from iemlib.condense.engine import Embedder, validate
 from iemlib.experiment import Config
-from iemlib.models import build_backbone
+from iemlib.models import ConvNet, build_backbone
 
 
 def _net(seed: int, width: int = 16) -> torch.nn.Module:
-    from iemlib.models import ConvNet
-
     torch.manual_seed(seed)
     net = ConvNet(width=width).eval()
     for parameter in net.parameters():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from iemlib import kernels
+from iemlib.bench import structured_codes
 from iemlib.condense import CondenseSettings, CondenseTask, condense
 from iemlib.condense.engine import Embedder
 from iemlib.data import Split
@@ -17,18 +18,15 @@ from iemlib.retrieval import mean_average_precision
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _codes_and_labels(n: int, bits: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes near one centre a class, so that many distances tie."""
-    centres = torch.randint(0, 2, (10, bits), generator=g).float() * 2 - 1
-    labels = torch.randint(10, (n,), generator=g)
-    flips = torch.rand(n, bits, generator=g) < 0.2
-    return torch.where(flips, -centres[labels], centres[labels]), labels
+def _codes_and_labels(n_query: int, n_db: int, bits: int):
+    """Queries and database codes near one centre a class, so that many distances tie."""
+    codes, labels = structured_codes(n_query + n_db, bits, 10, torch.Generator().manual_seed(bits))
+    return (codes[:n_query], labels[:n_query]), (codes[n_query:], labels[n_query:])
 
 
 @pytest.mark.parametrize("bits", [16, 32, 64])
 def test_triton_kernels_equal_the_cpu_fallback(bits):
-    g = torch.Generator().manual_seed(bits)
-    (qc, ql), (dc, dl) = _codes_and_labels(300, bits, g), _codes_and_labels(5000, bits, g)
+    (qc, ql), (dc, dl) = _codes_and_labels(300, 5000, bits)
     cpu = [kernels.pack_codes(qc), kernels.pack_codes(dc)]
     gpu = [t.cuda() for t in cpu]
     assert kernels.backend(*gpu) == "triton"
@@ -44,8 +42,7 @@ def test_triton_kernels_equal_the_cpu_fallback(bits):
 
 @pytest.mark.parametrize("bits", [32, 64])
 def test_the_dense_rank_mode_equals_the_torch_backend_on_cuda(bits):
-    g = torch.Generator().manual_seed(bits)
-    (qc, ql), (dc, dl) = _codes_and_labels(128, bits, g), _codes_and_labels(5000, bits, g)
+    (qc, ql), (dc, dl) = _codes_and_labels(128, 5000, bits)
     q, d, ql, dl = kernels.pack_codes(qc).cuda(), kernels.pack_codes(dc).cuda(), ql.cuda(), dl.cuda()
     triton_precisions, triton_hits = kernels._precisions_triton(q, d, ql, dl, 5000)
     torch_precisions, torch_hits = kernels._precisions_torch(q, d, ql, dl, 5000)
