@@ -276,26 +276,22 @@ if unknown:
 # machine; a ratio above 1 means the library is faster (for memory: uses less).
 
 # %%
-runs = sorted(Path(results_dir, "bench").glob("*.json"))
-for path in runs:
-    bench = json.loads(path.read_text())
-    show_table(HEADER, result_rows(bench), caption=f"{bench['device']} ({bench['device_type']}) · "
-               f"{bench['env']['torch']} · {path.name}")
-    failed = [row[0] for row in result_rows(bench) if row[4].startswith("FAILED")]
+runs = {path.name: json.loads(path.read_text())
+        for path in sorted(Path(results_dir, "bench").glob("*.json"))}
+bench_rows = {name: result_rows(bench) for name, bench in runs.items()}
+for name, bench in runs.items():
+    show_table(HEADER, bench_rows[name], caption=f"{bench['device']} ({bench['device_type']}) · "
+               f"{bench['env']['torch']} · {name}")
+    failed = [row[0] for row in bench_rows[name] if row[4].startswith("FAILED")]
     if failed:
-        print(f"{path.name}: the library and the baseline disagreed in {len(failed)} rows "
+        print(f"{name}: the library and the baseline disagreed in {len(failed)} rows "
               f"({'; '.join(failed)}); their ratios are not results.")
 if runs:
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * sum(len(result_rows(json.loads(p.read_text())))
-                                                          for p in runs)))
-    labels, ratios, colours = [], [], []
-    for k, path in enumerate(runs):
-        bench = json.loads(path.read_text())
-        for row in result_rows(bench):
-            if row[3] != "-" and not row[4].startswith("FAILED"):
-                labels.append(f"{bench['device']}: {row[0]}")
-                ratios.append(float(row[3].rstrip("x")))
-                colours.append(f"C{k}")
+    charted = [(f"C{k}", f"{bench['device']}: {row[0]}", float(row[3].rstrip("x")))
+               for k, (name, bench) in enumerate(runs.items()) for row in bench_rows[name]
+               if row[3] != "-" and not row[4].startswith("FAILED")]
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(charted)))
+    colours, labels, ratios = zip(*charted)
     ax.barh(range(len(ratios)), [r - 1 for r in ratios], left=1, color=colours)  # from 1x
     ax.axvline(1, color="black", linewidth=0.8)
     ax.set(xscale="log", yticks=range(len(ratios)), xlabel="baseline / ours (log scale)",
