@@ -9,6 +9,7 @@ in normalised space (as in the reference code) so that its ratios carry over unc
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -18,7 +19,16 @@ import torch.nn.functional as F
 
 from .devices import to_device
 
-GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+# each group's per-image parameters: name -> shape of one image's uniforms in [0, 1)
+PARAMETERS: dict[str, dict[str, tuple[int, ...]]] = {
+    "color": {"brightness": (), "saturation": (), "contrast": ()},
+    "crop": {"shift": (2,)},
+    "cutout": {"center": (2,)},
+    "flip": {"flip": ()},
+    "scale": {"scale": (2,)},
+    "rotate": {"angle": ()},
+}
+GROUPS = tuple(PARAMETERS)
 STRONG = "color_crop_cutout_flip_scale_rotate"
 WEAK = "crop_flip"
 
@@ -64,21 +74,14 @@ class DSA:
         """Draw one group and parameters for n images (shared by all when ``siamese``)."""
         group = self.groups[int(torch.randint(len(self.groups), (1,), generator=generator))]
         m = 1 if siamese else n
-        u = lambda *shape: torch.rand(m, *shape, generator=generator)  # noqa: E731
-        values = {
-            "color": lambda: {"brightness": u(), "saturation": u(), "contrast": u()},
-            "crop": lambda: {"shift": u(2)},
-            "cutout": lambda: {"center": u(2)},
-            "flip": lambda: {"flip": u()},
-            "scale": lambda: {"scale": u(2)},
-            "rotate": lambda: {"angle": u()},
-        }[group]()
+        values = {name: torch.rand(m, *shape, generator=generator)
+                  for name, shape in PARAMETERS[group].items()}
         params = DSAParams(group, values)
         return params.expand(n) if siamese else params
 
     def __call__(self, x: torch.Tensor, params: DSAParams) -> torch.Tensor:
-        mean = to_device(torch.tensor(self.mean), x.device, x.dtype).view(1, -1, 1, 1)
-        std = to_device(torch.tensor(self.std), x.device, x.dtype).view(1, -1, 1, 1)
+        mean = _constant(tuple(self.mean), x.device, x.dtype).view(1, -1, 1, 1)
+        std = _constant(tuple(self.std), x.device, x.dtype).view(1, -1, 1, 1)
         v = {k: to_device(t, x.device, x.dtype) for k, t in params.values.items()}
         z = (x - mean) / std
         z = getattr(self, f"_{params.group}")(z, v)
@@ -102,6 +105,28 @@ class DSA:
                 out[i] = part
         return out  # type: ignore[return-value]
 
+    def stack(self, draws: Sequence[DSAParams]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Siamese draws as tensors, a row a draw: the index of its group in ``groups`` and the
+        parameters of every group of the strategy (zeros for the groups it did not draw)."""
+        groups = torch.tensor([self.groups.index(d.group) for d in draws])
+        values = {name: torch.cat([d.values[name][:1] if name in d.values else torch.zeros(1, *shape)
+                                   for d in draws])
+                  for group in self.groups for name, shape in PARAMETERS[group].items()}
+        return groups, values
+
+    def apply_mixed(self, x: torch.Tensor, groups: torch.Tensor,
+                    values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each image with its own group (``groups``, indices into ``self.groups``) and
+        parameters (``values``, a row an image, as ``stack`` lays them out): every group of the
+        strategy runs on the whole batch and each image keeps its own group's result. The same
+        numbers as ``apply_each`` at the cost of every group's work, with no shape that depends on
+        the draws, so that a CUDA graph can capture it."""
+        out = x
+        for index, group in enumerate(self.groups):
+            transformed = self(x, DSAParams(group, {k: values[k] for k in PARAMETERS[group]}))
+            out = torch.where((groups == index).view(-1, 1, 1, 1), transformed, out)
+        return out
+
     def augment(self, x: torch.Tensor, generator: torch.Generator, siamese: bool = False) -> torch.Tensor:
         """Sample and apply in one call."""
         return self(x, self.sample(len(x), generator, siamese))
@@ -115,8 +140,8 @@ class DSA:
         return (z - level) * (v["contrast"].view(-1, 1, 1, 1) + self.contrast) + level
 
     def _crop(self, z: torch.Tensor, v: dict) -> torch.Tensor:
-        size = to_device(torch.tensor(z.shape[-2:][::-1]), z.device, z.dtype)  # (W, H)
-        pixels = torch.round((v["shift"] * 2 - 1) * self.crop * size)  # integer shifts
+        size = _constant(tuple(map(float, z.shape[-2:][::-1])), z.device, z.dtype)
+        pixels = torch.round((v["shift"] * 2 - 1) * self.crop * size)  # integer shifts (W, H)
         theta = _affine(len(z), z)
         theta[:, :, 2] = pixels * 2 / size
         return _warp(z, theta)
@@ -146,6 +171,12 @@ class DSA:
         theta = _affine(len(z), z)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, sin, -sin, cos
         return _warp(z, theta)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once (a CUDA graph replays no host copy)."""
+    return to_device(torch.tensor(values), device, dtype)
 
 
 def _affine(n: int, like: torch.Tensor) -> torch.Tensor:
