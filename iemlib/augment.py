@@ -105,28 +105,6 @@ class DSA:
                 out[i] = part
         return out  # type: ignore[return-value]
 
-    def stack(self, draws: Sequence[DSAParams]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Siamese draws as tensors, a row a draw: the index of its group in ``groups`` and the
-        parameters of every group of the strategy (zeros for the groups it did not draw)."""
-        groups = torch.tensor([self.groups.index(d.group) for d in draws])
-        values = {name: torch.cat([d.values[name][:1] if name in d.values else torch.zeros(1, *shape)
-                                   for d in draws])
-                  for group in self.groups for name, shape in PARAMETERS[group].items()}
-        return groups, values
-
-    def apply_mixed(self, x: torch.Tensor, groups: torch.Tensor,
-                    values: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each image with its own group (``groups``, indices into ``self.groups``) and
-        parameters (``values``, a row an image, as ``stack`` lays them out): every group of the
-        strategy runs on the whole batch and each image keeps its own group's result. The same
-        numbers as ``apply_each`` at the cost of every group's work, with no shape that depends on
-        the draws, so that a CUDA graph can capture it."""
-        out = x
-        for index, group in enumerate(self.groups):
-            transformed = self(x, DSAParams(group, {k: values[k] for k in PARAMETERS[group]}))
-            out = torch.where((groups == index).view(-1, 1, 1, 1), transformed, out)
-        return out
-
     def augment(self, x: torch.Tensor, generator: torch.Generator, siamese: bool = False) -> torch.Tensor:
         """Sample and apply in one call."""
         return self(x, self.sample(len(x), generator, siamese))

@@ -32,11 +32,3 @@ def module_to_device(net: nn.Module, device: torch.device | str) -> nn.Module:
                 tensor.data = tensor.data.pin_memory()
         return net.to(device, non_blocking=True)
     return net.to(device)
-
-
-def copy_into(buffer: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """Copy ``tensor`` into ``buffer`` in place (``buffer`` keeps its storage, as a CUDA graph
-    that reads it needs), without a wait where it comes from the host to a GPU."""
-    if buffer.device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.contiguous().pin_memory()
-    return buffer.copy_(tensor, non_blocking=True)

@@ -8,12 +8,8 @@ import pytest
 import torch
 
 from iemlib.condense import METHODS, CondenseSettings, CondenseTask, Interrupted, condense
-from iemlib.augment import DSA
-from iemlib.condense.dm import GraphedMatching, class_means, matching_loss
-from iemlib.condense.engine import Embedder
+from iemlib.condense.dm import class_means
 from iemlib.condense.iem import perturb, perturbation
-from iemlib.condense.networks import random_network
-from iemlib.seeding import generator
 from iemlib.models import ConvNet
 
 
@@ -120,30 +116,3 @@ def test_same_seed_same_synthetic_set(tiny_protocol):
     a = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
     b = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
     assert torch.equal(a.synthetic.images, b.synthetic.images)
-
-
-@pytest.mark.parametrize("factor,classes", [(1, None), (2, None), (2, range(3, 7))])
-def test_the_graphed_computation_equals_the_matching_loss(tiny_protocol, factor, classes):
-    """GraphedMatching's fixed-buffer computation (run eagerly here; captured on CUDA) gives
-    matching_loss's loss and image gradient, iteration after iteration, fresh networks each."""
-    task = make_task(tiny_protocol)
-    settings = replace(SMALL, factor=factor)
-    synthetic, members = task.initial_set(2, factor), task.class_indices()
-    dsa, embedder = DSA(mean=task.mean, std=task.std), Embedder("cpu")
-    graphed = GraphedMatching(task, settings, synthetic, members, dsa, embedder, classes=classes,
-                              capture=False)
-    images = synthetic.images.clone().requires_grad_(True)
-    for iteration in range(4):
-        net = random_network(task, settings, "test", iteration)
-        loss = graphed(images, net, generator(0, iteration))
-        grad = images.grad.clone()
-        images.grad = None
-        want = matching_loss(task, settings, synthetic, members, dsa, net, images,
-                             generator(0, iteration), classes=classes, embedder=embedder)
-        want.backward(inputs=[images])
-        assert torch.equal(loss, want.detach()) and torch.equal(grad, images.grad)
-
-
-def test_the_cuda_graph_mode_needs_a_gpu():
-    with pytest.raises(ValueError, match="cuda-graph needs a CUDA device"):
-        Embedder("cpu", compile_mode="cuda-graph")

@@ -66,27 +66,16 @@ def test_the_real_branch_on_cuda_matches_fp32(precision, compile_mode, tolerance
         assert error < tolerance, (seed, float(error))
 
 
-def _iem_on_cuda(**settings) -> object:
+def test_iem_condenses_on_cuda():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (200, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(10).repeat_interleave(20)
     task = CondenseTask(Split(images, labels, torch.arange(200)), 10, (0.5,) * 3, (0.5,) * 3,
                         device="cuda", progress=False)
-    return condense("iem", task, CondenseSettings(
-        ipc=2, iterations=6, real_batch=16, factor=2, network="fresh", perturb="filter",
-        alpha=0.05, checkpoint_every=3, **settings))
-
-
-def test_iem_condenses_on_cuda():
-    result = _iem_on_cuda(precision="bf16")
+    settings = CondenseSettings(ipc=2, iterations=6, real_batch=16, factor=2, network="fresh",
+                                perturb="filter", alpha=0.05, precision="bf16",
+                                checkpoint_every=3)
+    result = condense("iem", task, settings)
     assert len(result.history) == 6 and all(torch.isfinite(torch.tensor(result.history)))
     assert result.synthetic.images.shape == (20, 3, 32, 32)
     assert result.synthetic.images.device.type == "cpu"
-
-
-def test_the_whole_iteration_as_a_cuda_graph_follows_the_eager_run():
-    eager, graphed = _iem_on_cuda(), _iem_on_cuda(compile_mode="cuda-graph")
-    torch.testing.assert_close(torch.tensor(graphed.history), torch.tensor(eager.history),
-                               rtol=1e-3, atol=0)
-    torch.testing.assert_close(graphed.synthetic.images, eager.synthetic.images,
-                               rtol=0, atol=1e-3)

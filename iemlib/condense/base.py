@@ -135,35 +135,16 @@ def hash_tensor(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.cpu().numpy().tobytes()).hexdigest()
 
 
-# (images, iteration, generator) -> the iteration's loss
 LossFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
-# (images, iteration, generator) -> the iteration's loss, detached, its gradient in images.grad
-GradientFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
-
-
-def backward_of(loss: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Put the gradient of ``loss`` in ``images.grad`` (and not in the parameters of a network
-    it went through); returns the loss, detached."""
-    images.grad = None
-    loss.backward(inputs=[images])
-    return loss.detach()
-
-
-def with_gradient(loss_fn: LossFn) -> GradientFn:
-    """The gradient function of a loss function (by backpropagation)."""
-    return lambda images, iteration, generator: backward_of(loss_fn(images, iteration, generator),
-                                                            images)
 
 
 def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
-                    synthetic: SyntheticSet, gradient_fn: GradientFn, *,
-                    saved: dict | None = None,
+                    synthetic: SyntheticSet, loss_fn: LossFn, *, saved: dict | None = None,
                     extra_state: dict[str, Any] | None = None) -> tuple[list[float], Snapshots]:
     """SGD with momentum on the stored images for ``settings.iterations`` iterations.
 
-    ``gradient_fn(images, iteration, generator)`` returns the loss of one iteration and leaves
-    its gradient in ``images.grad`` (see ``with_gradient``; under torchrun the loss of this
-    process's classes: gradient and loss are summed over the processes). The gradient is
+    ``loss_fn(images, iteration, generator)`` returns the loss of one iteration (of this process's
+    classes under torchrun: gradient and loss are summed over the processes). The gradient is
     scaled by std² per channel, so a step of ``lr`` in [0, 1] pixels equals a step of ``lr`` on
     normalised images (where DM's lr 1.0 was tuned). Images are clamped to [0, 1] after each step.
     Returns the loss history and the snapshots (``snapshots.due``: iteration 0, checkpoint
@@ -193,12 +174,14 @@ def optimise_images(method: str, task: CondenseTask, settings: CondenseSettings,
     for iteration in bar:
         if task.stop_after is not None and iteration >= task.stop_after:
             raise Interrupted(f"stopped after {iteration} iterations")
-        loss = gradient_fn(images, iteration, generator(task.seed, method, "iteration", iteration))
+        loss = loss_fn(images, iteration, generator(task.seed, method, "iteration", iteration))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward(inputs=[images])  # not into the parameters of a network it went through
         all_reduce_(images.grad).mul_(scale)
         optimiser.step()
         with torch.no_grad():
             images.clamp_(0, 1)
-        pending.append(all_reduce_(loss))
+        pending.append(all_reduce_(loss.detach()))
         done = iteration + 1
         if done % settings.checkpoint_every == 0 or done == settings.iterations:
             history += torch.stack(pending).tolist()  # one wait for the device a checkpoint

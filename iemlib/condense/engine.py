@@ -7,10 +7,7 @@ batch-invariant) with a twentieth of the activation memory of one forward. ``pre
 (the synthetic branch, which carries the image gradient, stays fp32). ``compile_mode`` names a
 ``torch.compile`` mode for the real branch's forward. It is compiled once for every network of
 the run: a network enters as a dict of its tensors (``torch.func.functional_call``), so a fresh
-or perturbed network each iteration does not recompile. The compile mode ``cuda-graph`` instead
-captures the whole iteration, both branches and the backward, as one CUDA graph
-(``CapturedStep``; ``condense.dm.GraphedMatching``): an iteration of ~1,000 small kernels is
-bound by their launches on a GPU, and a graph launches them all at once.
+or perturbed network each iteration does not recompile.
 """
 
 from __future__ import annotations
@@ -23,19 +20,16 @@ import torch
 from torch import nn
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "cuda-graph")
-COMPILED = ("default", "reduce-overhead", "max-autotune")  # the modes that compile the real branch
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 CPU_CHUNK = 128  # images a forward on the CPU (its activations: ~130 MB for ConvNet-3 at 32 px)
 
 
-def validate(precision: str, compile_mode: str, device: torch.device | str | None = None) -> None:
-    """Raise ValueError for an unknown precision or compile mode, or a CUDA graph off CUDA."""
+def validate(precision: str, compile_mode: str) -> None:
+    """Raise ValueError for an unknown precision or compile mode."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: choose from {sorted(PRECISIONS)}")
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {compile_mode!r}: choose from {list(COMPILE_MODES)}")
-    if compile_mode == "cuda-graph" and device is not None and torch.device(device).type != "cuda":
-        raise ValueError(f"the compile mode cuda-graph needs a CUDA device, not {device}")
 
 
 class Embedder:
@@ -43,7 +37,7 @@ class Embedder:
 
     def __init__(self, device: torch.device | str, precision: str = "fp32",
                  compile_mode: str = "off", one_forward: bool | None = None):
-        validate(precision, compile_mode, device)
+        validate(precision, compile_mode)
         self.device = torch.device(device)
         self.precision, self.compile_mode = precision, compile_mode
         self.one_forward = self.device.type == "cuda" if one_forward is None else one_forward
@@ -52,13 +46,11 @@ class Embedder:
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
-        # no cache of cast weights on CUDA: a CUDA graph cannot capture one (and one forward
-        # there uses each weight once)
-        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=self.device.type != "cuda")
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``net(x)`` (compiled where asked), without autocast."""
-        if self.compile_mode not in COMPILED:
+        if self.compile_mode == "off":
             return net(x)
         state = {**dict(net.named_parameters()), **dict(net.named_buffers())}
         return compiled_forward(net, state, self.compile_mode)(state, x)
@@ -98,38 +90,3 @@ def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor],
 
         _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
     return _COMPILED[key]
-
-
-class CapturedStep:
-    """``gradient(images) -> loss``, which fills ``images.grad``, captured as one CUDA graph at
-    the first call and replayed at every call after.
-
-    Whatever else the computation reads must sit in tensors that the caller refreshes in place
-    before each call (``devices.copy_into``). A call returns a copy of the loss; ``images.grad``
-    is the graph's own buffer, rewritten by the next call.
-    """
-
-    def __init__(self, gradient: Callable[[torch.Tensor], torch.Tensor], warmup: int = 2):
-        self.gradient, self.warmup = gradient, warmup
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.loss = self.grad = None
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.graph is None:
-            self.capture(images)
-        self.graph.replay()
-        images.grad = self.grad
-        return self.loss.clone()
-
-    def capture(self, images: torch.Tensor) -> None:
-        side = torch.cuda.Stream()  # warm-up runs (cuDNN's choices, workspaces) off the main stream
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.gradient(images)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        images.grad = None  # the gradient the graph writes is a buffer of its own
-        with torch.cuda.graph(self.graph):
-            self.loss = self.gradient(images)
-        self.grad = images.grad

@@ -28,7 +28,7 @@ from ..seeding import seeded
 from ..synthetic import SyntheticSet
 from ..training import fit
 from .base import (CondenseResult, CondenseSettings, CondenseTask, load_checkpoint,
-                   optimise_images, timed, with_gradient)
+                   optimise_images, timed)
 from .networks import random_network
 
 METRICS = ("cos", "mse")
@@ -269,8 +269,7 @@ def gradient_matching(method: str, task: CondenseTask, settings: CondenseSetting
             return matching_loss(task, settings, synthetic, members, matching, transforms, net,
                                  images, generator, classes=task.classes)
 
-        history, snapshots = optimise_images(method, task, settings, synthetic,
-                                             with_gradient(loss_fn),
+        history, snapshots = optimise_images(method, task, settings, synthetic, loss_fn,
                                              saved=saved, extra_state=extra)
         info = {"resumed_from": int(saved["iteration"]) if saved else 0,
                 "seconds_before_resume": float(saved["seconds"]) if saved else 0.0,
