@@ -273,7 +273,11 @@ if unknown:
 # database, encoding and peak memory against baselines written the way the public reference
 # code does it, on the same machine in the same run, and checks that both compute the same
 # thing (see the README). Each run it has recorded under `results/bench/` is below, with its
-# machine; a ratio above 1 means the library is faster (for memory: uses less).
+# machine; a ratio above 1 means the library is faster (for memory: uses less). The second H200
+# run also timed an experiment that is no longer in the library, the whole iteration (both
+# branches and the backward) captured as one CUDA graph (`fp32+graph`, `bf16+graph`): no faster
+# than eager, so on a GPU the iteration is bound by its kernels rather than by launching them,
+# and compiling the real branch (`bf16+compile`) is what pays.
 
 # %%
 runs = {path.name: json.loads(path.read_text())
