@@ -65,7 +65,7 @@ LOSS_RTOL = {"cpu": 1e-4, "cuda": 1e-2}
 GRAD_RTOL = {"cpu": 1e-4, "cuda": 5e-2}
 # bf16 real branch: the loss within 1 %, the image gradient within 5 % (normwise)
 BF16_RTOL, BF16_GRAD_RTOL = 1e-2, 5e-2
-# the library's real-branch settings the condensation benchmark times: (precision, compile mode)
+# the library's settings the condensation benchmark times: (precision, compile mode)
 VARIANTS = {"fp32": ("fp32", "off"), "bf16": ("bf16", "off"),
             "bf16+compile": ("bf16", "default")}
 CUDA_VARIANTS = {"bf16+cudagraphs": ("bf16", "reduce-overhead")}
@@ -260,7 +260,7 @@ def iteration_steps(task: CondenseTask, sizes: Sizes, net: nn.Module,
 
 
 def variants_for(device: torch.device, names: tuple[str, ...] | None = None) -> dict:
-    """The library's real-branch variants to time on ``device`` (all by default)."""
+    """The library's variants to time on ``device`` (all by default)."""
     known = {**VARIANTS, **(CUDA_VARIANTS if device.type == "cuda" else {})}
     unknown = [n for n in names or () if n not in known]
     if unknown:
@@ -665,7 +665,7 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
                         help=f"mAP: code lengths (default: {' '.join(map(str, d.bits))})")
     parser.add_argument("--variants", nargs="+", default=None,
                         choices=[*VARIANTS, *CUDA_VARIANTS],
-                        help="condensation: the library's real-branch variants to time "
+                        help="condensation: the library's variants to time "
                              "(default: all; bf16+cudagraphs on CUDA only)")
 
 

@@ -131,7 +131,7 @@ class Config:
     outer_loop: int | None = None       # dsa/idc: image steps per network
     inner_loop: int | None = None       # dsa/idc: network steps between two image steps
     precision: str | None = None        # dm/iem real branch: fp32 | bf16 (None: fp32)
-    compile_mode: str | None = None     # dm/iem real branch: off | a torch.compile mode (None: off)
+    compile_mode: str | None = None     # dm/iem embedding forward: off | a torch.compile mode (None: off)
     backbone: str | None = None         # convnet | resnetap; None: by data set and profile
     # training the evaluated network (hashing, or the classifier of --task classify)
     train_steps: int | None = None

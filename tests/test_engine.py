@@ -49,6 +49,16 @@ def test_bf16_is_close_but_not_equal(batches):
     assert bf16.dtype == torch.float32 and 0 < error < 1e-2
 
 
+def test_a_compiled_forward_carries_the_image_gradient(batches):
+    """The synthetic branch goes through the compiled forward too, with its backward."""
+    net, grads = _net(7), []
+    for compile_mode in ("off", "default"):
+        x = batches[0].clone().requires_grad_(True)
+        Embedder("cpu", compile_mode=compile_mode).forward(net, x).square().sum().backward()
+        grads.append(x.grad)
+    assert grads[0].norm() > 0 and (grads[1] - grads[0]).norm() / grads[0].norm() < 1e-5
+
+
 def test_a_compiled_forward_serves_fresh_networks_and_runs_without_recompiling(batches):
     for seed in range(4):  # a fresh network each time, a new run (Embedder) from the third on
         embedder = embedder if seed in (1, 2) else Embedder("cpu", compile_mode="default")

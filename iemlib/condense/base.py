@@ -52,7 +52,7 @@ class CondenseSettings:
     outer_loop: int = 1        # gradient matching (DSA, IDC): image steps per network
     inner_loop: int = 1        # gradient matching: network SGD steps between two image steps
     precision: str = "fp32"    # DM/IEM real branch: fp32 | bf16 (see condense.engine)
-    compile_mode: str = "off"  # DM/IEM real branch: off, or a torch.compile mode
+    compile_mode: str = "off"  # DM/IEM embedding forward: off, or a torch.compile mode
 
 
 @dataclass

@@ -34,8 +34,8 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
     """Σ_c ‖mean ψ(a(real_c)) − mean ψ(a(syn_c))‖² with one siamese transform a per class.
 
     ``classes`` limits the sum to those classes (a process's share under torchrun); the draws of
-    every class are made all the same, so the random stream does not depend on the share. The
-    real branch runs through ``embedder`` (default: the settings' precision and compile mode).
+    every class are made all the same, so the random stream does not depend on the share. Both
+    branches run through ``embedder`` (default: the settings' precision and compile mode).
     """
     draws = [(indices[torch.randperm(len(indices), generator=generator)[:settings.real_batch]],
               dsa.sample(1, generator, siamese=True)) for indices in members]
@@ -48,7 +48,7 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
     augmented = dsa.apply_each([*real, *fake], transforms + transforms)
     real, fake = augmented[:len(owned)], augmented[len(owned):]
     real_means = embedder.real_means(net, real)
-    fake_means = class_means(net(torch.cat(fake)), [len(f) for f in fake])
+    fake_means = class_means(embedder.forward(net, torch.cat(fake)), [len(f) for f in fake])
     return ((real_means - fake_means) ** 2).sum()
 
 

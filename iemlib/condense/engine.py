@@ -3,10 +3,11 @@
 The real branch of DM and IEM carries no gradient and costs most of an iteration (~90 % on the
 CPU). On a GPU every class's real batch goes through one forward, which keeps the GPU busy; on
 the CPU ``CPU_CHUNK`` images at a time, which gives the same numbers (the CPU forward is
-batch-invariant) with a twentieth of the activation memory of one forward. ``precision`` bf16 runs the real branch under autocast
-(the synthetic branch, which carries the image gradient, stays fp32). ``compile_mode`` names a
-``torch.compile`` mode for the real branch's forward. It is compiled once for every network of
-the run: a network enters as a dict of its tensors (``torch.func.functional_call``), so a fresh
+batch-invariant) with a twentieth of the activation memory of one forward. ``precision`` bf16
+runs the real branch under autocast (the synthetic branch, which carries the image gradient,
+stays fp32). ``compile_mode`` names a ``torch.compile`` mode for the network's forward in both
+branches (the synthetic branch's backward is compiled with it). It is compiled once for every
+network of the run: a network enters as a dict of its tensors (``torch.func.functional_call``), so a fresh
 or perturbed network each iteration does not recompile.
 """
 
