@@ -69,6 +69,7 @@ BF16_RTOL, BF16_GRAD_RTOL = 1e-2, 5e-2
 VARIANTS = {"fp32": ("fp32", "off"), "bf16": ("bf16", "off"),
             "bf16+compile": ("bf16", "default")}
 CUDA_VARIANTS = {"bf16+cudagraphs": ("bf16", "reduce-overhead")}
+PROFILE_TOP = 8                            # operators a profiled step lists
 MAP_ATOL = 1e-12                           # float64 sums in another order
 CODE_MISMATCH = 1e-3                       # signs of outputs within rounding of 0 may flip
 REFERENCE_ENCODE_BATCH = 64
@@ -96,6 +97,7 @@ class Sizes:
     peak_size: int = 4096
     data: str = "auto"
     variants: tuple[str, ...] | None = None   # condensation variants (None: all, see VARIANTS)
+    profile: int | None = None   # condensation: iterations to profile each step over (None: none)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -303,6 +305,28 @@ def iteration_flops(step: Step) -> int:
     return counter.get_total_flops()
 
 
+def profile_steps(steps: dict[str, Step], iterations: int, device: torch.device) -> dict:
+    """Where each step's time goes (``torch.profiler`` over ``iterations`` iterations): the
+    operators with the most self time on the device (the CPU when it is one), an iteration."""
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    activities += [torch.profiler.ProfilerActivity.CUDA] if cuda else []
+    clock = "self_device_time_total" if cuda else "self_cpu_time_total"
+    report = {}
+    for name, step in steps.items():
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(iterations):
+                step(draws())
+            synchronize(device)
+        events = sorted(profiler.key_averages(), key=lambda e: getattr(e, clock), reverse=True)
+        report[name] = {
+            "clock": "device" if cuda else "cpu",
+            "ms": sum(getattr(e, clock) for e in events) / 1e3 / iterations,
+            "top": [{"op": e.key, "calls": e.count / iterations,
+                     "ms": getattr(e, clock) / 1e3 / iterations} for e in events[:PROFILE_TOP]]}
+    return report
+
+
 def condense_benchmark(sizes: Sizes, device: torch.device) -> dict:
     """Every variant against the baseline; the headline is the fastest variant whose loss and
     gradient hold (fp32 must hold: it is the library's default)."""
@@ -331,7 +355,8 @@ def condense_benchmark(sizes: Sizes, device: torch.device) -> dict:
     peak, peak_seconds = matmul_peak(device, sizes.peak_size, sizes.repeats)
     defaults_hold = all(r["check"]["ok"] for n, r in report.items()
                         if variants[n][0] == "fp32" and "check" in r)
-    return {"data": source, "flops": flops, "seconds_baseline": base_s,
+    profiled = {"profile": profile_steps(steps, sizes.profile, device)} if sizes.profile else {}
+    return {**profiled, "data": source, "flops": flops, "seconds_baseline": base_s,
             "seconds_ours": report[chosen]["seconds"], "variant": chosen,
             "speedup": report[chosen]["speedup"], "gflops": report[chosen]["gflops"],
             "gflops_baseline": flops / base_s / 1e9, "peak_gflops": peak,
@@ -631,6 +656,9 @@ def footnotes(results: dict) -> list[str]:
                      f"({r['peak_matmul_size']}^2) = {r['gflops'] / r['peak_gflops']:.0%}"
                      + (" (the headline's real branch runs in bf16, which can pass the fp32 peak)"
                         if r["variant"].startswith("bf16") else ""))
+    for name, p in results.get("condense", {}).get("profile", {}).items():
+        notes.append(f"profile {name}: {p['ms']:.2f} ms of {p['clock']} self time an iteration; "
+                     + ", ".join(f"{o['op']} {o['ms']:.2f} ms ({o['calls']:g}x)" for o in p["top"]))
     if not results["checks_ok"]:
         notes.append("CHECK FAILED: the baseline and the library disagree (see above)")
     return notes
@@ -667,6 +695,9 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
                         choices=[*VARIANTS, *CUDA_VARIANTS],
                         help="condensation: the library's variants to time "
                              "(default: all; bf16+cudagraphs on CUDA only)")
+    parser.add_argument("--profile", type=int, default=None, metavar="N",
+                        help="condensation: also profile N iterations of the baseline and each "
+                             "variant (torch.profiler) and list their busiest operators")
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:

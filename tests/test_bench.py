@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from iemlib.__main__ import main
-from iemlib.bench import (BF16_GRAD_RTOL, BF16_RTOL, LOSS_RTOL, MAP_ATOL, VARIANTS, Sizes, agreement,
-                          bench_split, bench_task, bench_settings, iteration_steps, map_pair,
-                          one_hot, reference_map, structured_codes, variants_for)
+from iemlib.bench import (BF16_GRAD_RTOL, BF16_RTOL, LOSS_RTOL, MAP_ATOL, PROFILE_TOP, VARIANTS,
+                          Sizes, agreement, bench_split, bench_task, bench_settings,
+                          iteration_steps, map_pair, one_hot, profile_steps, reference_map,
+                          structured_codes, variants_for)
 from iemlib.condense.networks import random_network
 from iemlib.retrieval import hamming_distance, mean_average_precision
 from iemlib.seeding import generator
@@ -64,6 +65,15 @@ def test_the_draw_check_fails_when_the_baseline_draws_more(steps):
     check = agreement(greedy, steps["fp32"], LOSS_RTOL["cpu"])
     assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"]  # the same loss ...
     assert not check["draws_match"] and not check["ok"]  # ... but the next iteration would differ
+
+
+def test_the_profile_names_where_each_step_spends_its_time(steps):
+    report = profile_steps({"fp32": steps["fp32"]}, 2, torch.device("cpu"))["fp32"]
+    assert report["clock"] == "cpu" and report["ms"] > 0
+    assert 0 < len(report["top"]) <= PROFILE_TOP
+    assert [o["ms"] for o in report["top"]] == sorted((o["ms"] for o in report["top"]), reverse=True)
+    assert any("conv" in o["op"] for o in report["top"])  # the network's convolutions dominate
+    assert sum(o["ms"] for o in report["top"]) <= report["ms"] * (1 + 1e-9)
 
 
 def test_variants_by_device():
@@ -125,6 +135,7 @@ def test_cli_writes_the_json(tmp_path):
     (["--only", "speed"], "invalid choice: 'speed'"),
     (["--queries", "many"], "invalid int value: 'many'"),
     (["--variants", "fp16"], "invalid choice: 'fp16'"),
+    (["--profile", "0"], "--profile must be >= 1"),
 ])
 def test_bad_options_fail_clearly(args, message, capsys):
     try:
