@@ -153,7 +153,7 @@ class DSA:
 
 @functools.lru_cache(maxsize=64)
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``values`` as a tensor on ``device``, made once (a CUDA graph replays no host copy)."""
+    """``values`` as a tensor on ``device``, made once a device and dtype, not copied every call."""
     return to_device(torch.tensor(values), device, dtype)
 
 

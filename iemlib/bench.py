@@ -356,13 +356,13 @@ def condense_benchmark(sizes: Sizes, device: torch.device) -> dict:
     defaults_hold = all(r["check"]["ok"] for n, r in report.items()
                         if variants[n][0] == "fp32" and "check" in r)
     profiled = {"profile": profile_steps(steps, sizes.profile, device)} if sizes.profile else {}
-    return {**profiled, "data": source, "flops": flops, "seconds_baseline": base_s,
+    return {"data": source, "flops": flops, "seconds_baseline": base_s,
             "seconds_ours": report[chosen]["seconds"], "variant": chosen,
             "speedup": report[chosen]["speedup"], "gflops": report[chosen]["gflops"],
             "gflops_baseline": flops / base_s / 1e9, "peak_gflops": peak,
             "peak_matmul_size": sizes.peak_size, "variants": report,
             "check": {**report[chosen]["check"], "ok": bool(holding) and defaults_hold},
-            "timings": {**seconds, "peak_matmul": peak_seconds}}
+            **profiled, "timings": {**seconds, "peak_matmul": peak_seconds}}
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ batch-invariant) with a twentieth of the activation memory of one forward. ``pre
 runs the real branch under autocast (the synthetic branch, which carries the image gradient,
 stays fp32). ``compile_mode`` names a ``torch.compile`` mode for the network's forward in both
 branches (the synthetic branch's backward is compiled with it). It is compiled once for every
-network of the run: a network enters as a dict of its tensors (``torch.func.functional_call``), so a fresh
-or perturbed network each iteration does not recompile.
+network of the run: a network enters as a dict of its tensors (``torch.func.functional_call``),
+so a fresh or perturbed network each iteration does not recompile.
 """
 
 from __future__ import annotations
