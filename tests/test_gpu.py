@@ -1,5 +1,5 @@
 """On a real GPU: the Triton kernels against the torch fallback on the CPU, the real branch's
-CUDA settings against fp32, and a short condensation on CUDA. Skipped where there is no GPU
+CUDA settings against fp32, and short condensations on CUDA, eager and compiled. Skipped where there is no GPU
 (CI); run them on a GPU machine with ``pytest tests/test_gpu.py``."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_the_real_branch_on_cuda_matches_fp32(precision, compile_mode, tolerance
         assert error < tolerance, (seed, float(error))
 
 
-def test_iem_condenses_on_cuda():
+def _iem_on_cuda(compile_mode: str) -> object:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (200, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(10).repeat_interleave(20)
@@ -74,8 +74,21 @@ def test_iem_condenses_on_cuda():
                         device="cuda", progress=False)
     settings = CondenseSettings(ipc=2, iterations=6, real_batch=16, factor=2, network="fresh",
                                 perturb="filter", alpha=0.05, precision="bf16",
-                                checkpoint_every=3)
-    result = condense("iem", task, settings)
+                                compile_mode=compile_mode, checkpoint_every=3)
+    return condense("iem", task, settings)
+
+
+def test_iem_condenses_on_cuda():
+    result = _iem_on_cuda("off")
     assert len(result.history) == 6 and all(torch.isfinite(torch.tensor(result.history)))
     assert result.synthetic.images.shape == (20, 3, 32, 32)
     assert result.synthetic.images.device.type == "cpu"
+
+
+@pytest.mark.parametrize("compile_mode", ["default", "reduce-overhead"])
+def test_compiled_branches_follow_the_eager_run_on_cuda(compile_mode):
+    """Both branches compiled (the synthetic one with its backward): the loss of each
+    iteration follows the eager run's within bf16's tolerance."""
+    eager, compiled = _iem_on_cuda("off"), _iem_on_cuda(compile_mode)
+    torch.testing.assert_close(torch.tensor(compiled.history), torch.tensor(eager.history),
+                               rtol=5e-2, atol=0)
