@@ -34,7 +34,8 @@ def validate(precision: str, compile_mode: str) -> None:
 
 
 class Embedder:
-    """The real branch's forward: class means of embeddings, under the chosen settings."""
+    """The embedding network's forward under the chosen settings: ``forward`` for either branch,
+    ``real_means`` for the real branch's class means."""
 
     def __init__(self, device: torch.device | str, precision: str = "fp32",
                  compile_mode: str = "off", one_forward: bool | None = None):
