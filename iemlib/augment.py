@@ -105,6 +105,37 @@ class DSA:
                 out[i] = part
         return out  # type: ignore[return-value]
 
+    def table(self, draws: Sequence[DSAParams]) -> torch.Tensor:
+        """Siamese draws as one float table, a row a draw: the index of its group in ``groups``,
+        then the parameters of every group of the strategy (zeros for those it did not draw),
+        laid out as ``columns`` says."""
+        rows = [[float(self.groups.index(d.group))] for d in draws]
+        for name, (_, shape) in self.columns().items():
+            for row, d in zip(rows, draws):
+                row += d.values[name][0].flatten().tolist() if name in d.values else [0.0] * math.prod(shape)
+        return torch.tensor(rows)
+
+    def columns(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """Each parameter's first column in ``table`` and the shape of one image's values."""
+        out, start = {}, 1
+        for group in self.groups:
+            for name, shape in PARAMETERS[group].items():
+                out[name], start = (start, shape), start + math.prod(shape)
+        return out
+
+    def apply_mixed(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Each image with its own draw, ``table``'s row of the same index: every group of the
+        strategy runs on the whole batch and each image keeps its own group's result. The same
+        numbers as ``apply_each`` at the cost of every group's work, with no shape or call that
+        depends on the draws, so that one compiled graph serves every iteration."""
+        values = {name: table[:, start:start + math.prod(shape)].reshape(-1, *shape)
+                  for name, (start, shape) in self.columns().items()}
+        out = x
+        for index, group in enumerate(self.groups):
+            transformed = self(x, DSAParams(group, {k: values[k] for k in PARAMETERS[group]}))
+            out = torch.where((table[:, 0] == index).view(-1, 1, 1, 1), transformed, out)
+        return out
+
     def augment(self, x: torch.Tensor, generator: torch.Generator, siamese: bool = False) -> torch.Tensor:
         """Sample and apply in one call."""
         return self(x, self.sample(len(x), generator, siamese))
@@ -151,9 +182,17 @@ class DSA:
         return _warp(z, theta)
 
 
-@functools.lru_cache(maxsize=64)
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``values`` as a tensor on ``device``, made once a device and dtype, not copied every call."""
+    """``values`` as a tensor on ``device``: made once a device and dtype, not copied every call
+    (a constant of the graph when compiled)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, device=device, dtype=dtype)
+    return _cached_constant(values, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constant(values: tuple[float, ...], device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
     return to_device(torch.tensor(values), device, dtype)
 
 

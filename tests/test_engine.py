@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iemlib.augment import DSA
 from iemlib.condense import engine
 from iemlib.condense.engine import Embedder, validate
 from iemlib.experiment import Config
@@ -67,6 +68,32 @@ def test_a_compiled_forward_serves_fresh_networks_and_runs_without_recompiling(b
             means = embedder.real_means(net, batches)
         torch.testing.assert_close(means, Embedder("cpu").real_means(net, batches),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_forward_augments_as_the_eager_one(batches):
+    """Fused (the CUDA default when compiled), DSA runs inside the compiled forward
+    (``apply_mixed``): the means and the image gradient equal the eager run's (one DSA call a
+    group); bf16 casts the network and stays close."""
+    dsa, g, net = DSA(), torch.Generator().manual_seed(3), _net(5)
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    assert len({d.group for d in draws}) == len(draws)  # three groups
+    runs = []
+    for compile_mode in ("off", "default"):
+        embedder = Embedder("cpu", compile_mode=compile_mode, fused_augment=True)
+        assert embedder.fused_augment == (compile_mode != "off")
+        fake = [b.clone().requires_grad_(True) for b in batches]
+        means = embedder.class_means(net, fake, (dsa, draws))
+        means.square().sum().backward()
+        runs.append((embedder.real_means(net, batches, (dsa, draws)), means.detach(),
+                     torch.cat([f.grad for f in fake])))
+    (real, fake, grad), (real_c, fake_c, grad_c) = runs
+    assert torch.equal(real, fake)  # the same means with and without a gradient
+    torch.testing.assert_close(real_c, real, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fake_c, fake, rtol=1e-4, atol=1e-5)
+    assert grad.norm() > 0 and (grad_c - grad).norm() / grad.norm() < 1e-4
+    bf16 = Embedder("cpu", "bf16", "default", fused_augment=True).real_means(net, batches,
+                                                                         (dsa, draws))
+    assert 0 < float((bf16 - real).norm() / real.norm()) < 1e-2
 
 
 def test_bad_settings_fail_clearly():

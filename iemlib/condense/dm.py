@@ -45,10 +45,8 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
     real = task.real_images(torch.cat(chosen)).split([len(x) for x in chosen])
     fake = synthetic.decode_classes(images, owned)
     transforms = [draws[c][1] for c in owned]
-    augmented = dsa.apply_each([*real, *fake], transforms + transforms)
-    real, fake = augmented[:len(owned)], augmented[len(owned):]
-    real_means = embedder.real_means(net, real)
-    fake_means = class_means(embedder.forward(net, torch.cat(fake)), [len(f) for f in fake])
+    real_means = embedder.real_means(net, real, (dsa, transforms))
+    fake_means = embedder.class_means(net, fake, (dsa, transforms))
     return ((real_means - fake_means) ** 2).sum()
 
 

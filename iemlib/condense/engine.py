@@ -1,24 +1,33 @@
-"""How the matching losses run the embedding network: batching, precision and compilation.
+"""How the matching losses run the embedding network: augmentation, batching, precision and
+compilation.
 
 The real branch of DM and IEM carries no gradient and costs most of an iteration (~90 % on the
 CPU). On a GPU every class's real batch goes through one forward, which keeps the GPU busy; on
 the CPU ``CPU_CHUNK`` images at a time, which gives the same numbers (the CPU forward is
 batch-invariant) with a twentieth of the activation memory of one forward. ``precision`` bf16
-runs the real branch under autocast (the synthetic branch, which carries the image gradient,
-stays fp32). ``compile_mode`` names a ``torch.compile`` mode for the network's forward in both
-branches (the synthetic branch's backward is compiled with it). It is compiled once for every
-network of the run: a network enters as a dict of its tensors (``torch.func.functional_call``),
-so a fresh or perturbed network each iteration does not recompile.
+runs the real branch in bf16 (under autocast, or compiled with the network cast to bf16); the
+synthetic branch, which carries the image gradient, stays fp32. ``compile_mode`` names a
+``torch.compile`` mode for the network's forward in both branches (the synthetic branch's
+backward is compiled with it). It is compiled once for every network of the run: a network
+enters as a dict of its tensors (``torch.func.functional_call``), so a fresh or perturbed network
+each iteration does not recompile. Compiled on a GPU, the siamese DSA runs inside the compiled
+forward too (``DSA.apply_mixed``: every group on every image, each image keeping its own), which
+turns ~20 small DSA calls an iteration into a few fused kernels; on the CPU, where the work and
+not the launches counts, DSA stays one eager call a group.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable, Iterable
+import functools
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+
+from ..augment import DSA, DSAParams
+from ..devices import to_device
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -33,62 +42,134 @@ def validate(precision: str, compile_mode: str) -> None:
         raise ValueError(f"unknown compile mode {compile_mode!r}: choose from {list(COMPILE_MODES)}")
 
 
+# a siamese DSA draw for each batch: (the augmentation, its draws)
+Augmentation = tuple[DSA, Sequence[DSAParams]]
+
+
 class Embedder:
-    """The embedding network's forward under the chosen settings: ``forward`` for either branch,
-    ``real_means`` for the real branch's class means."""
+    """The embedding network's forward under the chosen settings: ``real_means`` for the real
+    branch's class means, ``class_means`` for the synthetic branch's (with its gradient), both
+    through ``forward``."""
 
     def __init__(self, device: torch.device | str, precision: str = "fp32",
-                 compile_mode: str = "off", one_forward: bool | None = None):
+                 compile_mode: str = "off", one_forward: bool | None = None,
+                 fused_augment: bool | None = None):
         validate(precision, compile_mode)
         self.device = torch.device(device)
         self.precision, self.compile_mode = precision, compile_mode
-        self.one_forward = self.device.type == "cuda" if one_forward is None else one_forward
+        cuda = self.device.type == "cuda"
+        self.one_forward = cuda if one_forward is None else one_forward
+        self.fused_augment = compile_mode != "off" and (cuda if fused_augment is None
+                                                        else fused_augment)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
-        if dtype is None:
+        if dtype is None or self.compile_mode != "off":  # compiled: the forward casts itself
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def forward(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``net(x)`` (compiled where asked), without autocast."""
+    def forward(self, net: nn.Module, x: torch.Tensor, mixed: Mixed | None = None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``net(x)`` (compiled where asked), without autocast; ``mixed`` = (dsa, table) augments
+        each image first with ``dsa.apply_mixed``; ``dtype`` casts the network and the
+        images (a compiled forward keeps the normalisation statistics in fp32)."""
         if self.compile_mode == "off":
-            return net(x)
-        state = {**dict(net.named_parameters()), **dict(net.named_buffers())}
-        return compiled_forward(net, state, self.compile_mode)(state, x)
+            return _forward(net, x, mixed, dtype)
+        state = _state(net)
+        dsa, table = mixed if mixed else (None, None)
+        return compiled_forward(net, state, self.compile_mode, dsa, dtype)(state, x, table)
 
-    def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-        """The fp32 mean embedding of each batch (one row a batch), with no autograd graph.
-
-        On the CPU chunk by chunk, so that one chunk's activations are alive at a time.
-        """
+    def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
+                   augment: Augmentation | None = None) -> torch.Tensor:
+        """The fp32 mean embedding of each batch (one row a batch, augmented with ``augment``),
+        with no autograd graph. On the CPU chunk by chunk, so that one chunk's activations are
+        alive at a time (the same embeddings, less memory)."""
+        dtype = PRECISIONS[self.precision] if self.compile_mode != "off" else None
         with torch.no_grad(), self.autocast():
-            if not self.one_forward:  # chunk by chunk: the same embeddings, less memory
-                return torch.stack([torch.cat([self.forward(net, chunk).float()
-                                               for chunk in b.split(CPU_CHUNK)]).mean(dim=0)
-                                    for b in batches])
-            batches = list(batches)
-            embeddings = self.forward(net, torch.cat(batches)).float()
-            return torch.stack([e.mean(dim=0) for e in embeddings.split([len(b) for b in batches])])
+            return self._means(net, list(batches), augment, dtype,
+                               None if self.one_forward else CPU_CHUNK)
+
+    def class_means(self, net: nn.Module, batches: Sequence[torch.Tensor],
+                    augment: Augmentation | None = None) -> torch.Tensor:
+        """The fp32 mean embedding of each batch, in one forward that carries the gradient."""
+        return self._means(net, list(batches), augment, None, None)
+
+    def _means(self, net: nn.Module, batches: list[torch.Tensor], augment: Augmentation | None,
+               dtype: torch.dtype | None, chunk: int | None) -> torch.Tensor:
+        sizes = [len(b) for b in batches]
+        mixed = None
+        if augment and not self.fused_augment:
+            batches = augment[0].apply_each(batches, augment[1])
+        elif augment:
+            dsa, draws = augment
+            table = to_device(dsa.table(draws), self.device)  # a row a batch, then an image
+            mixed = (dsa, table[_repeats(tuple(sizes), self.device)])
+        x = torch.cat(batches)
+        embeddings = torch.cat([self.forward(net, x[i:j], _rows(mixed, i, j), dtype)
+                                for i, j in _pieces(sizes, chunk)]).float()
+        return torch.stack([e.mean(dim=0) for e in embeddings.split(sizes)])
 
 
-# One compiled forward a (compile mode, network structure), shared by every Embedder of the
+# (dsa, table): a row of ``dsa.table`` an image
+Mixed = tuple[DSA, torch.Tensor]
+
+
+def _pieces(sizes: list[int], chunk: int | None) -> list[tuple[int, int]]:
+    """(start, stop) of each forward: all at once, or each batch ``chunk`` images at a time."""
+    if chunk is None:
+        return [(0, sum(sizes))]
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    return [(start + i, start + min(i + chunk, n)) for start, n in zip(starts, sizes)
+            for i in range(0, n, chunk)]
+
+
+def _rows(mixed: Mixed | None, start: int, stop: int) -> Mixed | None:
+    if mixed is None:
+        return None
+    return mixed[0], mixed[1][start:stop]
+
+
+@functools.lru_cache(maxsize=64)
+def _repeats(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Row i repeated sizes[i] times, as an index on ``device`` (made once a shape)."""
+    return to_device(torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), device)
+
+
+def _forward(net: nn.Module, x: torch.Tensor, mixed: Mixed | None, dtype: torch.dtype | None,
+             state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``net`` (with ``state`` in place of its own tensors) on ``x`` augmented by ``mixed``, all
+    cast to ``dtype``."""
+    if mixed is not None:
+        x = mixed[0].apply_mixed(x, mixed[1])
+    if dtype is not None:
+        state, x = {k: t.to(dtype) for k, t in (state or _state(net)).items()}, x.to(dtype)
+    return net(x) if state is None else torch.func.functional_call(net, state, (x,))
+
+
+def _state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(net.named_parameters()), **dict(net.named_buffers())}
+
+
+# One compiled forward a (compile mode, augmentation, dtype, network structure), shared by every Embedder of the
 # process: dynamo guards on the template a compiled function closes over, so a template of its
 # own per run would recompile for each run and, past dynamo's recompile limit, fall back to eager.
-_COMPILED: dict[tuple, Callable[[dict, torch.Tensor], torch.Tensor]] = {}
+_COMPILED: dict[tuple, Callable[..., torch.Tensor]] = {}
 
 
-def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor],
-                     mode: str) -> Callable[[dict, torch.Tensor], torch.Tensor]:
-    """``(state, images) -> net's output`` compiled with ``mode`` for networks shaped like
-    ``net``: every network is swapped into a copy of the first one's structure (a copy, so that
-    no network's own tensors are the template's)."""
-    key = (mode, type(net), tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
+def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor], mode: str,
+                     dsa: DSA | None = None, dtype: torch.dtype | None = None
+                     ) -> Callable[..., torch.Tensor]:
+    """``(state, images, table) -> _forward`` compiled with ``mode`` for networks shaped
+    like ``net``: every network is swapped into a copy of the first one's structure (a copy, so
+    that no network's own tensors are the template's)."""
+    key = (mode, type(net), repr(dsa), dtype,
+           tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
     if key not in _COMPILED:
         template = copy.deepcopy(net)
 
-        def call(tensors: dict, images: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(template, tensors, (images,))
+        def call(tensors: dict, images: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:
+            mixed = None if dsa is None else (dsa, table)
+            return _forward(template, images, mixed, dtype, tensors)
 
         _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
     return _COMPILED[key]
