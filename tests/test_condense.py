@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from iemlib.condense import METHODS, CondenseSettings, CondenseTask, Interrupted, condense
-from iemlib.condense.dm import class_means
+from iemlib.condense.engine import run_means
 from iemlib.condense.iem import perturb, perturbation
 from iemlib.models import ConvNet
 
@@ -62,9 +62,9 @@ def test_perturb_copies_and_moves_weights_by_alpha():
         perturbation(conv, "sideways", torch.Generator())
 
 
-def test_class_means_against_a_loop():
+def test_run_means_against_a_loop():
     x = torch.randn(7, 4)
-    means = class_means(x, [3, 4])
+    means = run_means(x, [3, 4])
     torch.testing.assert_close(means, torch.stack([x[:3].mean(0), x[3:].mean(0)]))
 
 

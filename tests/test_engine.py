@@ -70,7 +70,8 @@ def test_a_compiled_forward_serves_fresh_networks_and_runs_without_recompiling(b
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_a_compiled_forward_augments_as_the_eager_one(batches):
+@pytest.mark.parametrize("one_forward", [False, True])
+def test_a_compiled_forward_augments_as_the_eager_one(batches, one_forward):
     """Fused (the CUDA default when compiled), DSA runs inside the compiled forward
     (``apply_mixed``): the means and the image gradient equal the eager run's (one DSA call a
     group); bf16 casts the network and stays close."""
@@ -79,7 +80,8 @@ def test_a_compiled_forward_augments_as_the_eager_one(batches):
     assert len({d.group for d in draws}) == len(draws)  # three groups
     runs = []
     for compile_mode in ("off", "default"):
-        embedder = Embedder("cpu", compile_mode=compile_mode, fused_augment=True)
+        embedder = Embedder("cpu", compile_mode=compile_mode, one_forward=one_forward,
+                            fused_augment=True)
         assert embedder.fused_augment == (compile_mode != "off")
         fake = [b.clone().requires_grad_(True) for b in batches]
         means = embedder.class_means(net, fake, (dsa, draws))
@@ -91,8 +93,8 @@ def test_a_compiled_forward_augments_as_the_eager_one(batches):
     torch.testing.assert_close(real_c, real, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fake_c, fake, rtol=1e-4, atol=1e-5)
     assert grad.norm() > 0 and (grad_c - grad).norm() / grad.norm() < 1e-4
-    bf16 = Embedder("cpu", "bf16", "default", fused_augment=True).real_means(net, batches,
-                                                                         (dsa, draws))
+    bf16 = Embedder("cpu", "bf16", "default", one_forward=one_forward,
+                    fused_augment=True).real_means(net, batches, (dsa, draws))
     assert 0 < float((bf16 - real).norm() / real.norm()) < 1e-2
 
 

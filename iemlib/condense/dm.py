@@ -23,10 +23,6 @@ from .networks import random_network
 NetworkSource = Callable[[int, torch.Generator], nn.Module]
 
 
-def class_means(embeddings: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    return torch.stack([chunk.mean(dim=0) for chunk in embeddings.split(sizes)])
-
-
 def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: SyntheticSet,
                   members: list[torch.Tensor], dsa: DSA, net: nn.Module, images: torch.Tensor,
                   generator: torch.Generator, *, classes: Collection[int] | None = None,

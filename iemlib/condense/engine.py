@@ -69,15 +69,20 @@ class Embedder:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def forward(self, net: nn.Module, x: torch.Tensor, mixed: Mixed | None = None,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
-        """``net(x)`` (compiled where asked), without autocast; ``mixed`` = (dsa, table) augments
-        each image first with ``dsa.apply_mixed``; ``dtype`` casts the network and the
-        images (a compiled forward keeps the normalisation statistics in fp32)."""
+                dtype: torch.dtype | None = None, sizes: Sequence[int] | None = None
+                ) -> torch.Tensor:
+        """``net(x)`` (compiled where asked), without autocast. ``mixed`` = (dsa, table, rows)
+        augments image i first with ``dsa.apply_mixed`` and row ``rows[i]`` of ``table``;
+        ``dtype`` casts the network and the images (a compiled forward keeps the normalisation
+        statistics in fp32); ``sizes`` returns the fp32 mean of each run of that many images
+        instead of the embeddings (inside the compiled function, when it is one)."""
         if self.compile_mode == "off":
-            return _forward(net, x, mixed, dtype)
+            return _forward(net, x, mixed, dtype, sizes)
         state = _state(net)
-        dsa, table = mixed if mixed else (None, None)
-        return compiled_forward(net, state, self.compile_mode, dsa, dtype)(state, x, table)
+        dsa, table, rows = mixed if mixed else (None, None, None)
+        sizes = tuple(sizes) if sizes is not None else None
+        return compiled_forward(net, state, self.compile_mode, dsa, dtype, sizes)(
+            state, x, table, rows)
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
                    augment: Augmentation | None = None) -> torch.Tensor:
@@ -102,16 +107,19 @@ class Embedder:
             batches = augment[0].apply_each(batches, augment[1])
         elif augment:
             dsa, draws = augment
-            table = to_device(dsa.table(draws), self.device)  # a row a batch, then an image
-            mixed = (dsa, table[_repeats(tuple(sizes), self.device)])
+            mixed = (dsa, to_device(dsa.table(draws), self.device),
+                     _repeats(tuple(sizes), self.device))
         x = torch.cat(batches)
+        pieces = _pieces(sizes, chunk)
+        if len(pieces) == 1:
+            return self.forward(net, x, mixed, dtype, sizes)
         embeddings = torch.cat([self.forward(net, x[i:j], _rows(mixed, i, j), dtype)
-                                for i, j in _pieces(sizes, chunk)]).float()
-        return torch.stack([e.mean(dim=0) for e in embeddings.split(sizes)])
+                                for i, j in pieces]).float()
+        return run_means(embeddings, sizes)
 
 
-# (dsa, table): a row of ``dsa.table`` an image
-Mixed = tuple[DSA, torch.Tensor]
+# (dsa, table, rows): ``dsa.table`` of the draws, and the row of each image
+Mixed = tuple[DSA, torch.Tensor, torch.Tensor]
 
 
 def _pieces(sizes: list[int], chunk: int | None) -> list[tuple[int, int]]:
@@ -126,50 +134,59 @@ def _pieces(sizes: list[int], chunk: int | None) -> list[tuple[int, int]]:
 def _rows(mixed: Mixed | None, start: int, stop: int) -> Mixed | None:
     if mixed is None:
         return None
-    return mixed[0], mixed[1][start:stop]
+    return mixed[0], mixed[1], mixed[2][start:stop]
 
 
 @functools.lru_cache(maxsize=64)
 def _repeats(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Row i repeated sizes[i] times, as an index on ``device`` (made once a shape)."""
+    """i repeated sizes[i] times, as an index on ``device`` (made once a shape)."""
     return to_device(torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)), device)
 
 
 def _forward(net: nn.Module, x: torch.Tensor, mixed: Mixed | None, dtype: torch.dtype | None,
-             state: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """``net`` (with ``state`` in place of its own tensors) on ``x`` augmented by ``mixed``, all
-    cast to ``dtype``."""
+             sizes: Sequence[int] | None, state: dict[str, torch.Tensor] | None = None
+             ) -> torch.Tensor:
+    """``Embedder.forward``'s computation, with ``state`` in place of the network's tensors."""
     if mixed is not None:
-        x = mixed[0].apply_mixed(x, mixed[1])
+        dsa, table, rows = mixed
+        x = dsa.apply_mixed(x, table[rows])
     if dtype is not None:
         state, x = {k: t.to(dtype) for k, t in (state or _state(net)).items()}, x.to(dtype)
-    return net(x) if state is None else torch.func.functional_call(net, state, (x,))
+    out = net(x) if state is None else torch.func.functional_call(net, state, (x,))
+    return out if sizes is None else run_means(out.float(), sizes)
+
+
+def run_means(embeddings: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """The mean of each run of ``sizes[i]`` consecutive rows."""
+    return torch.stack([e.mean(dim=0) for e in embeddings.split(list(sizes))])
 
 
 def _state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(net.named_parameters()), **dict(net.named_buffers())}
 
 
-# One compiled forward a (compile mode, augmentation, dtype, network structure), shared by every Embedder of the
-# process: dynamo guards on the template a compiled function closes over, so a template of its
-# own per run would recompile for each run and, past dynamo's recompile limit, fall back to eager.
+# One compiled forward a (mode, augmentation, dtype, sizes, network structure), shared by every
+# Embedder of the process: dynamo guards on the template a compiled function closes over, so a
+# template of its own per run would recompile for each run and, past dynamo's recompile limit,
+# fall back to eager.
 _COMPILED: dict[tuple, Callable[..., torch.Tensor]] = {}
 
 
 def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor], mode: str,
-                     dsa: DSA | None = None, dtype: torch.dtype | None = None
-                     ) -> Callable[..., torch.Tensor]:
-    """``(state, images, table) -> _forward`` compiled with ``mode`` for networks shaped
+                     dsa: DSA | None = None, dtype: torch.dtype | None = None,
+                     sizes: tuple[int, ...] | None = None) -> Callable[..., torch.Tensor]:
+    """``(state, images, table, rows) -> _forward`` compiled with ``mode`` for networks shaped
     like ``net``: every network is swapped into a copy of the first one's structure (a copy, so
     that no network's own tensors are the template's)."""
-    key = (mode, type(net), repr(dsa), dtype,
+    key = (mode, type(net), repr(dsa), dtype, sizes,
            tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
     if key not in _COMPILED:
         template = copy.deepcopy(net)
 
-        def call(tensors: dict, images: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:
-            mixed = None if dsa is None else (dsa, table)
-            return _forward(template, images, mixed, dtype, tensors)
+        def call(tensors: dict, images: torch.Tensor, table: torch.Tensor | None,
+                 rows: torch.Tensor | None) -> torch.Tensor:
+            mixed = None if dsa is None else (dsa, table, rows)
+            return _forward(template, images, mixed, dtype, sizes, tensors)
 
         _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
     return _COMPILED[key]
