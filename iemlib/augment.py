@@ -112,7 +112,8 @@ class DSA:
         rows = [[float(self.groups.index(d.group))] for d in draws]
         for name, (_, shape) in self.columns().items():
             for row, d in zip(rows, draws):
-                row += d.values[name][0].flatten().tolist() if name in d.values else [0.0] * math.prod(shape)
+                drawn = name in d.values
+                row += d.values[name][0].flatten().tolist() if drawn else [0.0] * math.prod(shape)
         return torch.tensor(rows)
 
     def columns(self) -> dict[str, tuple[int, tuple[int, ...]]]:

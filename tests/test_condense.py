@@ -116,3 +116,32 @@ def test_same_seed_same_synthetic_set(tiny_protocol):
     a = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
     b = condense("iem", make_task(tiny_protocol), replace(settings, perturb="layer", alpha=0.1))
     assert torch.equal(a.synthetic.images, b.synthetic.images)
+
+
+def test_the_fused_compiled_matching_loss_follows_the_eager_one(tiny_protocol):
+    """DM's loss and image gradient on real CIFAR-10 images (multi-formation) with DSA inside the
+    compiled forward (the CUDA path, forced here on the CPU): as compiling alone gives them, and
+    close to eager. The gradient, a difference of class means, is ill-conditioned: fp32 eager is
+    itself 4e-4 from a float64 run here, compiled 5e-4."""
+    from iemlib.augment import DSA
+    from iemlib.condense.dm import matching_loss
+    from iemlib.condense.engine import Embedder
+    from iemlib.condense.networks import random_network
+
+    task, settings = make_task(tiny_protocol), replace(SMALL, factor=2)
+    synthetic, members = task.initial_set(settings.ipc, settings.factor), task.class_indices()
+    dsa, net = DSA(mean=task.mean, std=task.std), random_network(task, settings, "fused")
+    runs = []
+    for compile_mode, fused in (("off", False), ("default", False), ("default", True)):
+        embedder = Embedder("cpu", compile_mode=compile_mode, one_forward=True,
+                            fused_augment=fused)
+        images = synthetic.images.clone().requires_grad_(True)
+        loss = matching_loss(task, settings, synthetic, members, dsa, net, images,
+                             torch.Generator().manual_seed(1), embedder=embedder)
+        loss.backward()
+        runs.append((loss.detach(), images.grad))
+    (loss, grad), (compiled_loss, compiled_grad), (fused_loss, fused_grad) = runs
+    torch.testing.assert_close(fused_loss, compiled_loss, rtol=1e-6, atol=0)
+    assert (fused_grad - compiled_grad).norm() / compiled_grad.norm() < 1e-5
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-4, atol=0)
+    assert grad.norm() > 0 and (fused_grad - grad).norm() / grad.norm() < 2e-3

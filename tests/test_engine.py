@@ -98,6 +98,17 @@ def test_a_compiled_forward_augments_as_the_eager_one(batches, one_forward):
     assert 0 < float((bf16 - real).norm() / real.norm()) < 1e-2
 
 
+def test_siamese_means_share_one_dsa_call_a_group_and_give_each_branch_alone(batches):
+    dsa, g, net = DSA(), torch.Generator().manual_seed(4), _net(6)
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    fake = [b[:4].flip(0) for b in batches]
+    embedder = Embedder("cpu")
+    real_means, fake_means = embedder.siamese_means(net, batches, fake, (dsa, draws))
+    assert torch.equal(real_means, embedder.real_means(net, batches, (dsa, draws)))
+    assert torch.equal(fake_means, embedder.class_means(net, fake, (dsa, draws)))
+    assert not torch.equal(real_means, embedder.real_means(net, batches))  # augmented
+
+
 def test_bad_settings_fail_clearly():
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         validate("fp16", "off")

@@ -48,8 +48,8 @@ Augmentation = tuple[DSA, Sequence[DSAParams]]
 
 class Embedder:
     """The embedding network's forward under the chosen settings: ``real_means`` for the real
-    branch's class means, ``class_means`` for the synthetic branch's (with its gradient), both
-    through ``forward``."""
+    branch's class means, ``class_means`` for the synthetic branch's (with its gradient),
+    ``siamese_means`` for both under the same draws, all through ``forward``."""
 
     def __init__(self, device: torch.device | str, precision: str = "fp32",
                  compile_mode: str = "off", one_forward: bool | None = None,
@@ -98,6 +98,17 @@ class Embedder:
                     augment: Augmentation | None = None) -> torch.Tensor:
         """The fp32 mean embedding of each batch, in one forward that carries the gradient."""
         return self._means(net, list(batches), augment, None, None)
+
+    def siamese_means(self, net: nn.Module, real: Sequence[torch.Tensor],
+                      fake: Sequence[torch.Tensor], augment: Augmentation
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``real_means``, ``class_means``) of class-matched batches, draw i augmenting both
+        ``real[i]`` and ``fake[i]``; eager, both branches share one DSA call a group."""
+        if not self.fused_augment:
+            dsa, draws = augment
+            both = dsa.apply_each([*real, *fake], [*draws, *draws])
+            return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
+        return self.real_means(net, real, augment), self.class_means(net, fake, augment)
 
     def _means(self, net: nn.Module, batches: list[torch.Tensor], augment: Augmentation | None,
                dtype: torch.dtype | None, chunk: int | None) -> torch.Tensor:
