@@ -276,8 +276,11 @@ if unknown:
 # machine; a ratio above 1 means the library is faster (for memory: uses less). The second H200
 # run also timed an experiment that is no longer in the library, the whole iteration (both
 # branches and the backward) captured as one CUDA graph (`fp32+graph`, `bf16+graph`): no faster
-# than eager, so on a GPU the iteration is bound by its kernels rather than by launching them,
-# and compiling the real branch (`bf16+compile`) is what pays.
+# than eager, so on a GPU the eager iteration is bound by its kernels rather than by launching
+# them, and compiling the real branch (`bf16+compile`) is what pays. Compiled, it turns the
+# other way: a later profile on an H200 found the GPU idle for most of a `bf16+compile`
+# iteration while the host launched small DSA calls, so on CUDA the compiled forward now runs
+# the siamese DSA inside itself (`DSA.apply_mixed`); the runs below predate that change.
 
 # %%
 runs = {path.name: json.loads(path.read_text())
