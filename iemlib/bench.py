@@ -306,25 +306,38 @@ def iteration_flops(step: Step) -> int:
 
 
 def profile_steps(steps: dict[str, Step], iterations: int, device: torch.device) -> dict:
-    """Where each step's time goes (``torch.profiler`` over ``iterations`` iterations): the
-    operators with the most self time on the device (the CPU when it is one), an iteration."""
+    """Where each step's time goes (``torch.profiler`` over ``iterations`` iterations), an
+    iteration: the busiest entries by self time on the device (its kernels, on a GPU) or the
+    CPU, and on a GPU also the host's busiest operators (``host``), which show a step that
+    leaves the GPU waiting for its launches."""
     cuda = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU]
     activities += [torch.profiler.ProfilerActivity.CUDA] if cuda else []
-    clock = "self_device_time_total" if cuda else "self_cpu_time_total"
     report = {}
     for name, step in steps.items():
         with torch.profiler.profile(activities=activities) as profiler:
             for _ in range(iterations):
                 step(draws())
             synchronize(device)
-        events = sorted(profiler.key_averages(), key=lambda e: getattr(e, clock), reverse=True)
-        report[name] = {
-            "clock": "device" if cuda else "cpu",
-            "ms": sum(getattr(e, clock) for e in events) / 1e3 / iterations,
+        events = profiler.key_averages()
+        if not cuda:
+            report[name] = {"clock": "cpu", **busiest(events, "self_cpu_time_total", iterations)}
+            continue
+        # an operator's self device time repeats its kernels' own: count the kernels alone
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        report[name] = {"clock": "device",
+                        **busiest(kernels or events, "self_device_time_total", iterations),
+                        "host": busiest(events, "self_cpu_time_total", iterations)}
+    return report
+
+
+def busiest(events: list, clock: str, iterations: int) -> dict:
+    """The total of ``clock`` (a profiler event's attribute, µs) an iteration, in ms, and the
+    ``PROFILE_TOP`` events with most of it."""
+    events = sorted(events, key=lambda e: getattr(e, clock), reverse=True)
+    return {"ms": sum(getattr(e, clock) for e in events) / 1e3 / iterations,
             "top": [{"op": e.key, "calls": e.count / iterations,
                      "ms": getattr(e, clock) / 1e3 / iterations} for e in events[:PROFILE_TOP]]}
-    return report
 
 
 def condense_benchmark(sizes: Sizes, device: torch.device) -> dict:
@@ -657,8 +670,10 @@ def footnotes(results: dict) -> list[str]:
                      + (" (the headline's real branch runs in bf16, which can pass the fp32 peak)"
                         if r["variant"].startswith("bf16") else ""))
     for name, p in results.get("condense", {}).get("profile", {}).items():
-        notes.append(f"profile {name}: {p['ms']:.2f} ms of {p['clock']} self time an iteration; "
-                     + ", ".join(f"{o['op']} {o['ms']:.2f} ms ({o['calls']:g}x)" for o in p["top"]))
+        for clock, q in [(p["clock"], p), *([("host", p["host"])] if "host" in p else [])]:
+            notes.append(f"profile {name}: {q['ms']:.2f} ms of {clock} self time an iteration; "
+                         + ", ".join(f"{o['op'][:60]} {o['ms']:.2f} ms ({o['calls']:g}x)"
+                                     for o in q["top"]))
     if not results["checks_ok"]:
         notes.append("CHECK FAILED: the baseline and the library disagree (see above)")
     return notes
