@@ -1,5 +1,6 @@
 """On a real GPU: the Triton kernels against the torch fallback on the CPU, the real branch's
-CUDA settings against fp32, and short condensations on CUDA, eager and compiled. Skipped where
+CUDA settings against fp32, copies through pinned memory, and short condensations on CUDA,
+eager and compiled. Skipped where
 there is no GPU (CI); run them on a GPU machine with ``pytest tests/test_gpu.py``."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from iemlib.bench import structured_codes
 from iemlib.condense import CondenseSettings, CondenseTask, condense
 from iemlib.condense.engine import Embedder
 from iemlib.data import Split
+from iemlib.devices import module_to_device, pinned, to_device
 from iemlib.models import build_backbone
 from iemlib.retrieval import mean_average_precision
 
@@ -92,3 +94,13 @@ def test_compiled_branches_follow_the_eager_run_on_cuda(compile_mode):
     eager, compiled = _iem_on_cuda("off"), _iem_on_cuda(compile_mode)
     torch.testing.assert_close(torch.tensor(compiled.history), torch.tensor(eager.history),
                                rtol=5e-2, atol=0)
+
+
+def test_copies_go_through_fresh_pinned_buffers():
+    x = torch.randn(5, 3)
+    assert pinned(x).is_pinned() and torch.equal(pinned(x), x) and not x.is_pinned()
+    y = to_device(x.t(), "cuda", torch.float64)  # not contiguous, converted on the host
+    assert y.device.type == "cuda" and y.dtype == torch.float64
+    assert torch.equal(y.cpu(), x.t().double())
+    net = module_to_device(torch.nn.Linear(3, 2), "cuda")
+    assert all(p.device.type == "cuda" for p in net.parameters())
