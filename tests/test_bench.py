@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from iemlib.__main__ import main
-from iemlib.bench import (BF16_GRAD_RTOL, BF16_RTOL, LOSS_RTOL, MAP_ATOL, PROFILE_TOP, VARIANTS,
+from iemlib.bench import (MAP_ATOL, PROFILE_TOP, TOLERANCES, VARIANTS,
                           Sizes, agreement, bench_split, bench_task, bench_settings,
                           iteration_steps, map_pair, one_hot, profile_steps, reference_map,
-                          structured_codes, variants_for)
+                          structured_codes, tolerance, variants_for)
 from iemlib.condense.networks import random_network
 from iemlib.retrieval import hamming_distance, mean_average_precision
 from iemlib.seeding import generator
 
+FP32_LOSS, _ = TOLERANCES["fp32", "cpu"]
 TINY = Sizes(classes=2, real_per_class=8, ipc=2, queries=20, database=300, bits=(8,), repeats=1,
              encode_images=8, resnet_size=16, memory_iterations=1, peak_size=64, data="random")
 TINY_ARGS = ["--classes", "2", "--real-per-class", "8", "--ipc", "2", "--queries", "20",
@@ -36,24 +37,24 @@ def steps():
 
 
 def test_reference_loss_equals_matching_loss_on_the_same_draws(steps):
-    check = agreement(steps["baseline"], steps["fp32"], LOSS_RTOL["cpu"])
+    check = agreement(steps["baseline"], steps["fp32"], FP32_LOSS)
     assert check["ok"] and check["draws_match"]
-    assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"] and check["loss_ours"] > 0
+    assert check["loss_rel_diff"] <= FP32_LOSS and check["loss_ours"] > 0
 
 
 def test_the_bf16_variant_holds_its_tolerance_and_not_fp32s(steps):
-    check = agreement(steps["baseline"], steps["bf16"], BF16_RTOL, BF16_GRAD_RTOL)
-    assert check["ok"] and 0 < check["loss_rel_diff"] <= BF16_RTOL
-    assert 0 < check["grad_rel_diff"] <= BF16_GRAD_RTOL
-    assert not agreement(steps["baseline"], steps["bf16"], LOSS_RTOL["cpu"])["ok"]
+    check = agreement(steps["baseline"], steps["bf16"], *TOLERANCES["bf16", "cpu"])
+    assert check["ok"] and 0 < check["loss_rel_diff"] <= TOLERANCES["bf16", "cpu"][0]
+    assert 0 < check["grad_rel_diff"] <= TOLERANCES["bf16", "cpu"][1]
+    assert not agreement(steps["baseline"], steps["bf16"], FP32_LOSS)["ok"]
 
 
 def test_the_loss_check_fails_when_the_draws_diverge(steps):
     def elsewhere(g: torch.Generator):
         return steps["baseline"](generator(1, "another draw"))
 
-    check = agreement(elsewhere, steps["fp32"], LOSS_RTOL["cpu"])
-    assert not check["ok"] and check["loss_rel_diff"] > LOSS_RTOL["cpu"]
+    check = agreement(elsewhere, steps["fp32"], FP32_LOSS)
+    assert not check["ok"] and check["loss_rel_diff"] > FP32_LOSS
 
 
 def test_the_draw_check_fails_when_the_baseline_draws_more(steps):
@@ -62,8 +63,8 @@ def test_the_draw_check_fails_when_the_baseline_draws_more(steps):
         torch.rand(1, generator=g)  # one draw matching_loss does not make
         return result
 
-    check = agreement(greedy, steps["fp32"], LOSS_RTOL["cpu"])
-    assert check["loss_rel_diff"] <= LOSS_RTOL["cpu"]  # the same loss ...
+    check = agreement(greedy, steps["fp32"], FP32_LOSS)
+    assert check["loss_rel_diff"] <= FP32_LOSS  # the same loss ...
     assert not check["draws_match"] and not check["ok"]  # ... but the next iteration would differ
 
 
@@ -74,6 +75,13 @@ def test_the_profile_names_where_each_step_spends_its_time(steps):
     assert [o["ms"] for o in report["top"]] == sorted((o["ms"] for o in report["top"]), reverse=True)
     assert any("conv" in o["op"] for o in report["top"])  # the network's convolutions dominate
     assert sum(o["ms"] for o in report["top"]) <= report["ms"] * (1 + 1e-9)
+
+
+def test_tolerances_follow_the_precision_and_the_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert tolerance("fp32", cpu) == (1e-4, 1e-4)  # the same sums in another order
+    assert tolerance("fp32", cuda) > tolerance("fp32", cpu)  # TF32 convolutions
+    assert tolerance("bf16", cpu) == tolerance("bf16", cuda) > tolerance("fp32", cpu)
 
 
 def test_variants_by_device():
