@@ -74,8 +74,8 @@ class SyntheticSet:
 
     def decode_classes(self, images: torch.Tensor, classes: Sequence[int]) -> list[torch.Tensor]:
         """``[decode_class(images, c) for c in classes]``, decoded in one call."""
-        decoded, labels = self.decode(images)
-        return [_rows(decoded, labels, c) for c in classes]
+        decoded = decode_tiles(images, self.factor, self.image_size)
+        return [_rows(decoded, self.labels, c, self.factor ** 2) for c in classes]
 
     def state(self, dtype: torch.dtype = torch.float32) -> dict:
         """A dict of plain tensors and numbers (loadable with ``weights_only=True``)."""
@@ -104,12 +104,14 @@ class SyntheticSet:
             raise ValueError(f"not a readable synthetic set: {path} ({error})") from error
 
 
-def _rows(images: torch.Tensor, labels: torch.Tensor, c: int) -> torch.Tensor:
-    """The rows of ``images`` labelled c (``labels`` on the CPU: no wait for a GPU); a slice
-    where they are contiguous, as a stored set lays them out."""
+def _rows(images: torch.Tensor, labels: torch.Tensor, c: int, per: int = 1) -> torch.Tensor:
+    """The rows of ``images`` that stored images labelled c decode to, ``per`` each (``labels``
+    on the CPU: no wait for a GPU); a slice where they are contiguous, as a stored set lays
+    them out."""
     rows = torch.nonzero(labels == c).flatten()
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return images[int(rows[0]):int(rows[-1]) + 1]
+        return images[int(rows[0]) * per:(int(rows[-1]) + 1) * per]
+    rows = (rows.view(-1, 1) * per + torch.arange(per)).flatten()
     return images[rows.to(images.device)]
 
 

@@ -298,3 +298,11 @@ def test_decode_classes_equals_decoding_each_class(real, factor):
         assert [len(p) for p in parts] == [ipc * factor ** 2] * 2
         for c, part in zip([2, 0], parts):
             assert torch.equal(part, s.decode_class(s.images, c))
+
+
+def test_decode_classes_takes_every_tile_of_interleaved_classes():
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    syn = SyntheticSet(images, torch.tensor([0, 1, 0, 1]), factor=2)
+    zero, one = syn.decode_classes(images, [0, 1])
+    assert torch.equal(zero, decode_tiles(images[[0, 2]], 2, 8))
+    assert torch.equal(one, decode_tiles(images[[1, 3]], 2, 8))
