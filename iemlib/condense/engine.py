@@ -89,37 +89,47 @@ class Embedder:
         """The fp32 mean embedding of each batch (one row a batch, augmented with ``augment``),
         with no autograd graph. On the CPU chunk by chunk, so that one chunk's activations are
         alive at a time (the same embeddings, less memory)."""
-        dtype = PRECISIONS[self.precision] if self.compile_mode != "off" else None
-        with torch.no_grad(), self.autocast():
-            return self._means(net, list(batches), augment, dtype,
-                               None if self.one_forward else CPU_CHUNK)
+        return self._real_means(net, list(batches), augment, self._table(augment))
 
     def class_means(self, net: nn.Module, batches: Sequence[torch.Tensor],
                     augment: Augmentation | None = None) -> torch.Tensor:
         """The fp32 mean embedding of each batch, in one forward that carries the gradient."""
-        return self._means(net, list(batches), augment, None, None)
+        return self._means(net, list(batches), augment, self._table(augment), None, None)
 
     def siamese_means(self, net: nn.Module, real: Sequence[torch.Tensor],
                       fake: Sequence[torch.Tensor], augment: Augmentation
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(``real_means``, ``class_means``) of class-matched batches, draw i augmenting both
-        ``real[i]`` and ``fake[i]``; eager, both branches share one DSA call a group."""
+        ``real[i]`` and ``fake[i]``: eager, in one DSA call a group for both branches; fused,
+        with one table of the draws for both."""
         if not self.fused_augment:
             dsa, draws = augment
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
             return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
-        return self.real_means(net, real, augment), self.class_means(net, fake, augment)
+        table = self._table(augment)
+        return (self._real_means(net, list(real), augment, table),
+                self._means(net, list(fake), augment, table, None, None))
+
+    def _table(self, augment: Augmentation | None) -> torch.Tensor | None:
+        """The draws' ``DSA.table`` on the device, where DSA runs inside the forward."""
+        if augment is None or not self.fused_augment:
+            return None
+        return to_device(augment[0].table(augment[1]), self.device)
+
+    def _real_means(self, net: nn.Module, batches: list[torch.Tensor],
+                    augment: Augmentation | None, table: torch.Tensor | None) -> torch.Tensor:
+        dtype = PRECISIONS[self.precision] if self.compile_mode != "off" else None
+        with torch.no_grad(), self.autocast():
+            return self._means(net, batches, augment, table, dtype,
+                               None if self.one_forward else CPU_CHUNK)
 
     def _means(self, net: nn.Module, batches: list[torch.Tensor], augment: Augmentation | None,
-               dtype: torch.dtype | None, chunk: int | None) -> torch.Tensor:
+               table: torch.Tensor | None, dtype: torch.dtype | None,
+               chunk: int | None) -> torch.Tensor:
         sizes = [len(b) for b in batches]
-        mixed = None
-        if augment and not self.fused_augment:
+        if augment and table is None:
             batches = augment[0].apply_each(batches, augment[1])
-        elif augment:
-            dsa, draws = augment
-            mixed = (dsa, to_device(dsa.table(draws), self.device),
-                     _repeats(tuple(sizes), self.device))
+        mixed = None if table is None else (augment[0], table, _repeats(tuple(sizes), self.device))
         x = torch.cat(batches)
         pieces = _pieces(sizes, chunk)
         if len(pieces) == 1:
