@@ -12,8 +12,8 @@ backward is compiled with it). It is compiled once for every network of the run:
 enters as a dict of its tensors (``torch.func.functional_call``), so a fresh or perturbed network
 each iteration does not recompile. Compiled on a GPU, the siamese DSA runs inside the compiled
 forward too (``DSA.apply_mixed``: every group on every image, each image keeping its own), which
-turns ~20 small DSA calls an iteration into a few fused kernels; on the CPU, where the work and
-not the launches counts, DSA stays one eager call a group.
+turns the DSA calls (dozens of small kernels an iteration) into a few fused ones; on the CPU,
+where the work and not the launches counts, DSA stays one eager call a group.
 """
 
 from __future__ import annotations
