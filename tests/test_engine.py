@@ -109,6 +109,39 @@ def test_siamese_means_share_one_dsa_call_a_group_and_give_each_branch_alone(bat
     assert not torch.equal(real_means, embedder.real_means(net, batches))  # augmented
 
 
+def test_siamese_means_fused_run_both_branches_in_one_compiled_call(batches):
+    """On one forward (the GPU) with DSA fused, both branches are one compiled function: the
+    same means and image gradient as the branches run one by one, the real branch detached."""
+    dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
+    runs = []
+    for siamese in (False, True):
+        real = torch.cat(batches).requires_grad_(True).split([len(b) for b in batches])
+        fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
+        if siamese:
+            compiled_before = len(engine._COMPILED)
+            real_means, fake_means = embedder.siamese_means(net, real, fake, (dsa, draws))
+            assert len(engine._COMPILED) <= compiled_before + 1  # one function, both branches
+        else:
+            real_means = embedder.real_means(net, real, (dsa, draws))
+            fake_means = embedder.class_means(net, fake, (dsa, draws))
+        assert not real_means.requires_grad and fake_means.requires_grad
+        (real_means - fake_means).square().sum().backward()
+        runs.append((real_means, fake_means.detach(), torch.cat([f.grad for f in fake])))
+    for apart, together in zip(*runs):
+        torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
+
+
+def test_joined_batches_are_the_tensor_they_were_split_from():
+    x = torch.rand(10, 3, 4, 4)
+    assert engine.joined(x.split([3, 7])) is x
+    for batches in (x[:5].split([2, 3]), [x[5:], x[:5]], list(x[::2].split(2)),
+                    [torch.rand(2, 3, 4, 4), torch.rand(3, 3, 4, 4)]):
+        joined = engine.joined(batches)  # a part, out of order, strided, separate: a copy
+        assert torch.equal(joined, torch.cat(batches)) and joined.data_ptr() != x.data_ptr()
+
+
 def test_bad_settings_fail_clearly():
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         validate("fp16", "off")

@@ -298,6 +298,7 @@ def test_decode_classes_equals_decoding_each_class(real, factor):
         assert [len(p) for p in parts] == [ipc * factor ** 2] * 2
         for c, part in zip([2, 0], parts):
             assert torch.equal(part, s.decode_class(s.images, c))
+        assert len(s.decode_classes(s.images, [NUM_CLASSES + 1])[0]) == 0  # no such class
 
 
 def test_decode_classes_takes_every_tile_of_interleaved_classes():

@@ -12,8 +12,10 @@ backward is compiled with it). It is compiled once for every network of the run:
 enters as a dict of its tensors (``torch.func.functional_call``), so a fresh or perturbed network
 each iteration does not recompile. Compiled on a GPU, the siamese DSA runs inside the compiled
 forward too (``DSA.apply_mixed``: every group on every image, each image keeping its own), which
-turns the DSA calls (dozens of small kernels an iteration) into a few fused ones; on the CPU,
-where the work and not the launches counts, DSA stays one eager call a group.
+turns the DSA calls (dozens of small kernels an iteration) into a few fused ones, and both
+branches are one compiled function: one call an iteration (under ``reduce-overhead``, one CUDA
+graph for the forward and one for the backward). On the CPU, where the work and not the
+launches counts, DSA stays one eager call a group.
 """
 
 from __future__ import annotations
@@ -76,13 +78,20 @@ class Embedder:
         ``dtype`` casts the network and the images (a compiled forward keeps the normalisation
         statistics in fp32); ``sizes`` returns the fp32 mean of each run of that many images
         instead of the embeddings (inside the compiled function, when it is one)."""
-        if self.compile_mode == "off":
-            return _forward(net, x, mixed, dtype, sizes)
-        state = _state(net)
         dsa, table, rows = mixed if mixed else (None, None, None)
-        sizes = tuple(sizes) if sizes is not None else None
-        return compiled_forward(net, state, self.compile_mode, dsa, dtype, sizes)(
-            state, x, table, rows)
+        return self._branches(net, [(x, rows, dtype, sizes)], dsa, table)[0]
+
+    def _branches(self, net: nn.Module, branches: Sequence[Branch], dsa: DSA | None,
+                  table: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """``forward`` of each branch (images, table rows, dtype, sizes) under one network and
+        one table, as one compiled function where compiling is asked."""
+        xs, rows = [b[0] for b in branches], [b[1] for b in branches]
+        specs = tuple((dtype, None if sizes is None else tuple(sizes))
+                      for _, _, dtype, sizes in branches)
+        if self.compile_mode == "off":
+            return _forward_all(net, dsa, specs, xs, table, rows)
+        state = _state(net)
+        return compiled_forward(net, state, self.compile_mode, dsa, specs)(state, xs, table, rows)
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
                    augment: Augmentation | None = None) -> torch.Tensor:
@@ -107,8 +116,18 @@ class Embedder:
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
             return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
         table = self._table(augment)
-        return (self._real_means(net, list(real), augment, table),
-                self._means(net, list(fake), augment, table, None, None))
+        if not self.one_forward:
+            return (self._real_means(net, list(real), augment, table),
+                    self._means(net, list(fake), augment, table, None, None))
+        return self._branches(net, [self._branch(real, PRECISIONS[self.precision], detach=True),
+                                    self._branch(fake, None)], augment[0], table)
+
+    def _branch(self, batches: Sequence[torch.Tensor], dtype: torch.dtype | None,
+                detach: bool = False) -> Branch:
+        """One forward of ``batches`` (the real branch's ``detach``ed), DSA row i a batch."""
+        sizes = tuple(len(b) for b in batches)
+        x = joined(batches)
+        return x.detach() if detach else x, _repeats(sizes, self.device), dtype, sizes
 
     def _table(self, augment: Augmentation | None) -> torch.Tensor | None:
         """The draws' ``DSA.table`` on the device, where DSA runs inside the forward."""
@@ -130,7 +149,7 @@ class Embedder:
         if augment and table is None:
             batches = augment[0].apply_each(batches, augment[1])
         mixed = None if table is None else (augment[0], table, _repeats(tuple(sizes), self.device))
-        x = torch.cat(batches)
+        x = joined(batches)
         pieces = _pieces(sizes, chunk)
         if len(pieces) == 1:
             return self.forward(net, x, mixed, dtype, sizes)
@@ -141,6 +160,22 @@ class Embedder:
 
 # (dsa, table, rows): ``dsa.table`` of the draws, and the row of each image
 Mixed = tuple[DSA, torch.Tensor, torch.Tensor]
+# (images, their table rows or None, dtype or None, sizes of the runs to average or None)
+Branch = tuple[torch.Tensor, torch.Tensor | None, torch.dtype | None, Sequence[int] | None]
+
+
+def joined(batches: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(batches)``, without the copy where the batches are one tensor's consecutive
+    row blocks, in order and covering it (as ``split`` leaves them)."""
+    base = batches[0]._base
+    if (base is not None and base.is_contiguous() and all(b._base is base for b in batches)
+            and batches[0].data_ptr() == base.data_ptr()
+            and sum(len(b) for b in batches) == len(base)
+            and all(b.is_contiguous() and b.shape[1:] == base.shape[1:] for b in batches)
+            and all(a.data_ptr() + a.numel() * a.element_size() == b.data_ptr()
+                    for a, b in zip(batches, batches[1:]))):
+        return base
+    return torch.cat(list(batches))
 
 
 def _pieces(sizes: list[int], chunk: int | None) -> list[tuple[int, int]]:
@@ -177,6 +212,15 @@ def _forward(net: nn.Module, x: torch.Tensor, mixed: Mixed | None, dtype: torch.
     return out if sizes is None else run_means(out.float(), sizes)
 
 
+def _forward_all(net: nn.Module, dsa: DSA | None, specs: tuple, xs: Sequence[torch.Tensor],
+                 table: torch.Tensor | None, rows: Sequence[torch.Tensor | None],
+                 state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+    """``_forward`` of each branch: images ``xs[i]``, table rows ``rows[i]``, (dtype, sizes)
+    ``specs[i]``."""
+    return tuple(_forward(net, x, None if r is None else (dsa, table, r), dtype, sizes, state)
+                 for x, r, (dtype, sizes) in zip(xs, rows, specs))
+
+
 def run_means(embeddings: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """The mean of each run of ``sizes[i]`` consecutive rows."""
     return torch.stack([e.mean(dim=0) for e in embeddings.split(list(sizes))])
@@ -186,28 +230,26 @@ def _state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(net.named_parameters()), **dict(net.named_buffers())}
 
 
-# One compiled forward a (mode, augmentation, dtype, sizes, network structure), shared by every
+# One compiled forward a (mode, augmentation, branches, network structure), shared by every
 # Embedder of the process: dynamo guards on the template a compiled function closes over, so a
 # template of its own per run would recompile for each run and, past dynamo's recompile limit,
 # fall back to eager.
-_COMPILED: dict[tuple, Callable[..., torch.Tensor]] = {}
+_COMPILED: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
 
 
 def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor], mode: str,
-                     dsa: DSA | None = None, dtype: torch.dtype | None = None,
-                     sizes: tuple[int, ...] | None = None) -> Callable[..., torch.Tensor]:
-    """``(state, images, table, rows) -> _forward`` compiled with ``mode`` for networks shaped
-    like ``net``: every network is swapped into a copy of the first one's structure (a copy, so
-    that no network's own tensors are the template's)."""
-    key = (mode, type(net), repr(dsa), dtype, sizes,
+                     dsa: DSA | None, specs: tuple) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``(state, images, table, rows) -> _forward_all`` compiled with ``mode`` for networks
+    shaped like ``net`` and branches ``specs``: every network is swapped into a copy of the
+    first one's structure (a copy, so that no network's own tensors are the template's)."""
+    key = (mode, type(net), repr(dsa), specs,
            tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
     if key not in _COMPILED:
         template = copy.deepcopy(net)
 
-        def call(tensors: dict, images: torch.Tensor, table: torch.Tensor | None,
-                 rows: torch.Tensor | None) -> torch.Tensor:
-            mixed = None if dsa is None else (dsa, table, rows)
-            return _forward(template, images, mixed, dtype, sizes, tensors)
+        def call(tensors: dict, xs: list[torch.Tensor], table: torch.Tensor | None,
+                 rows: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
+            return _forward_all(template, dsa, specs, xs, table, rows, tensors)
 
         _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
     return _COMPILED[key]
