@@ -58,6 +58,8 @@ def test_perturb_copies_and_moves_weights_by_alpha():
     ratio = (conv_moved - conv).flatten(1).norm(dim=1) / conv.flatten(1).norm(dim=1)
     torch.testing.assert_close(ratio, torch.full_like(ratio, 0.1))
     assert not any(p.requires_grad for p in moved.parameters())
+    same = perturb(net, 0.1, "filter", torch.Generator().manual_seed(1), in_place=True)
+    assert same is net and torch.equal(net.features[1].weight, conv_moved)  # the same draws
     with pytest.raises(ValueError, match="perturbation mode"):
         perturbation(conv, "sideways", torch.Generator())
 

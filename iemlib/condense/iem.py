@@ -48,9 +48,11 @@ def perturbation(weight: torch.Tensor, mode: str, generator: torch.Generator) ->
     raise ValueError(f"unknown perturbation mode {mode!r}: choose from {PERTURB_MODES}")
 
 
-def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator) -> nn.Module:
-    """A frozen copy of ``net`` with θ + α·d."""
-    augmented = copy.deepcopy(net)
+def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator,
+            in_place: bool = False) -> nn.Module:
+    """A frozen copy of ``net`` with θ + α·d (``net`` itself, ``in_place``: no copy of a
+    network that is used once)."""
+    augmented = net if in_place else copy.deepcopy(net)
     with torch.no_grad():
         for parameter in augmented.parameters():
             parameter.add_(perturbation(parameter, mode, generator), alpha=alpha)
@@ -87,7 +89,8 @@ def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
                 base = random_network(task, settings, "iem-network", "fresh", iteration)
             if settings.perturb == "none" or settings.alpha == 0:
                 return base
-            return perturb(base, settings.alpha, settings.perturb, generator)
+            return perturb(base, settings.alpha, settings.perturb, generator,
+                           in_place=not networks)
 
         extra = {"networks": [net.state_dict() for net in networks]}
         return distribution_matching("iem", task, settings, network_for, saved, extra)
