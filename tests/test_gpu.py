@@ -16,6 +16,7 @@ from iemlib.data import Split
 from iemlib.devices import module_to_device, pinned, to_device
 from iemlib.models import build_backbone
 from iemlib.retrieval import mean_average_precision
+from iemlib.seeding import seeded
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -104,3 +105,12 @@ def test_copies_go_through_fresh_pinned_buffers():
     assert torch.equal(y.cpu(), x.t().double())
     net = module_to_device(torch.nn.Linear(3, 2), "cuda")
     assert all(p.device.type == "cuda" for p in net.parameters())
+
+
+def test_a_seeded_block_leaves_the_cuda_generator_alone():
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    with seeded(0, "net"):
+        torch.rand(3)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
