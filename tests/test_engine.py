@@ -109,20 +109,25 @@ def test_siamese_means_share_one_dsa_call_a_group_and_give_each_branch_alone(bat
     assert not torch.equal(real_means, embedder.real_means(net, batches))  # augmented
 
 
-def test_siamese_means_fused_run_both_branches_in_one_compiled_call(batches):
+def test_siamese_means_fused_run_both_branches_in_one_compiled_call(batches, monkeypatch):
     """On one forward (the GPU) with DSA fused, both branches are one compiled function: the
     same means and image gradient as the branches run one by one, the real branch detached."""
     dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
     draws = [dsa.sample(1, g, siamese=True) for _ in batches]
     embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
+    calls = []
+    compiled_forward = engine.compiled_forward
+    monkeypatch.setattr(engine, "compiled_forward",
+                        lambda *args: calls.append(args[-1]) or compiled_forward(*args))
     runs = []
     for siamese in (False, True):
         real = torch.cat(batches).requires_grad_(True).split([len(b) for b in batches])
         fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
         if siamese:
-            compiled_before = len(engine._COMPILED)
+            calls.clear()
             real_means, fake_means = embedder.siamese_means(net, real, fake, (dsa, draws))
-            assert len(engine._COMPILED) <= compiled_before + 1  # one function, both branches
+            assert calls == [((None, (12, 12, 12)),
+                              (None, (4, 4, 4)))]  # one call: both branches' specs
         else:
             real_means = embedder.real_means(net, real, (dsa, draws))
             fake_means = embedder.class_means(net, fake, (dsa, draws))
