@@ -110,7 +110,7 @@ class Embedder:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(``real_means``, ``class_means``) of class-matched batches, draw i augmenting both
         ``real[i]`` and ``fake[i]``: eager, in one DSA call a group for both branches; fused,
-        with one table of the draws for both."""
+        with one table of the draws for both, and on one forward in one compiled call."""
         if not self.fused_augment:
             dsa, draws = augment
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
