@@ -42,6 +42,32 @@ def test_chunked_cpu_forwards_give_the_same_means(batches, monkeypatch):
     assert torch.equal(Embedder("cpu").real_means(net, batches), expected)
 
 
+def test_largest_activation_is_the_first_convolution_output():
+    # ConvNet-3: conv1's width x 32 x 32; ResNetAP-10 at 224 px: the stem's 64 x 224 x 224
+    net = _net(0, width=16)
+    assert engine.largest_activation(net, (3, 32, 32)) == 4 * 16 * 32 * 32
+    resnet = build_backbone("resnetap", channels=3, image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert engine.largest_activation(resnet, (3, 224, 224)) == 4 * 64 * 224 * 224
+    assert engine.largest_activation(net, (1, 16, 16)) == 4 * 16 * 16 * 16  # a shape of its own
+    assert all(not m._forward_hooks for m in [*net.modules(), *resnet.modules()])  # none left
+
+
+def test_one_forward_past_its_memory_budget_goes_a_piece_at_a_time(batches, monkeypatch):
+    """On one forward (the GPU), real batches whose largest activation passes
+    ``DEVICE_FORWARD_BYTES`` go through in pieces of a class at most: the same means."""
+    net = _net(0)
+    expected = torch.stack([net(b).mean(dim=0) for b in batches])
+    forwards: list[int] = []
+    net.register_forward_hook(lambda m, i, out: forwards.append(len(out)))
+    embedder = Embedder("cpu", one_forward=True)
+    assert torch.equal(embedder.real_means(net, batches), expected) and forwards == [36]
+    per_image = engine.largest_activation(net, (3, 32, 32))
+    monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", 5 * per_image + per_image // 2)
+    forwards.clear()
+    assert torch.equal(embedder.real_means(net, batches), expected)
+    assert forwards == [5, 5, 2] * 3  # 12-image batches, 5 images a forward
+
+
 def test_bf16_is_close_but_not_equal(batches):
     net = _net(0)
     fp32 = Embedder("cpu").real_means(net, batches)
@@ -136,6 +162,30 @@ def test_siamese_means_fused_run_both_branches_in_one_compiled_call(batches, mon
         runs.append((real_means, fake_means.detach(), torch.cat([f.grad for f in fake])))
     for apart, together in zip(*runs):
         torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
+
+
+def test_siamese_means_fused_past_the_memory_budget_run_the_branches_apart(batches,
+                                                                            monkeypatch):
+    """A real branch too big for one forward leaves the one compiled call: the real pieces and
+    the synthetic branch are compiled calls of their own, with the same means and gradient."""
+    dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
+    calls = []
+    compiled_forward = engine.compiled_forward
+    monkeypatch.setattr(engine, "compiled_forward",
+                        lambda *args: calls.append(args[-1]) or compiled_forward(*args))
+    runs = []
+    for budget in (engine.DEVICE_FORWARD_BYTES, 12 * engine.largest_activation(net, (3, 32, 32))):
+        monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", budget)
+        calls.clear()
+        fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
+        real_means, fake_means = embedder.siamese_means(net, batches, fake, (dsa, draws))
+        (real_means - fake_means).square().sum().backward()
+        runs.append((real_means, fake_means.detach(), torch.cat([f.grad for f in fake])))
+    assert calls == [((None, None),)] * 3 + [((None, (4, 4, 4)),)]  # a class a call, then fake
+    for apart, together in zip(*runs):
+        torch.testing.assert_close(apart, together, rtol=1e-5, atol=1e-6)
 
 
 def test_joined_batches_are_the_tensor_they_were_split_from():

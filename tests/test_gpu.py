@@ -10,7 +10,7 @@ import torch
 
 from iemlib import kernels
 from iemlib.bench import structured_codes
-from iemlib.condense import CondenseSettings, CondenseTask, condense
+from iemlib.condense import CondenseSettings, CondenseTask, condense, engine
 from iemlib.condense.engine import Embedder
 from iemlib.data import Split
 from iemlib.devices import module_to_device, pinned, to_device
@@ -67,6 +67,26 @@ def test_the_real_branch_on_cuda_matches_fp32(precision, compile_mode, tolerance
         means = embedder.real_means(net.cuda(), batches).cpu()
         error = (means - reference).norm() / reference.norm()
         assert error < tolerance, (seed, float(error))
+
+
+def test_a_real_branch_past_the_memory_budget_holds_less_on_cuda(monkeypatch):
+    """Past ``DEVICE_FORWARD_BYTES`` the real branch goes a class at a time: less memory at the
+    peak, the same means up to the float rounding of the kernels picked for smaller batches."""
+    torch.manual_seed(0)
+    net = module_to_device(build_backbone("convnet", channels=3, image_size=32,
+                                          mean=(0.5,) * 3, std=(0.5,) * 3).eval(), "cuda")
+    batches = [torch.rand(256, 3, 32, 32, device="cuda") for _ in range(10)]
+    runs = {}
+    for budget in (engine.DEVICE_FORWARD_BYTES, 256 * engine.largest_activation(net, (3, 32, 32))):
+        monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", budget)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        means = Embedder("cuda").real_means(net, batches)
+        runs[budget] = (means.cpu(), torch.cuda.max_memory_allocated() - start)
+    (one, one_peak), (apart, apart_peak) = runs.values()
+    torch.testing.assert_close(apart, one, rtol=1e-4, atol=1e-5)
+    assert apart_peak < one_peak / 4, (apart_peak, one_peak)
 
 
 def _iem_on_cuda(compile_mode: str) -> object:

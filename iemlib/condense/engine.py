@@ -2,8 +2,10 @@
 compilation.
 
 The real branch of DM and IEM carries no gradient and costs most of an iteration (~90 % on the
-CPU). On a GPU every class's real batch goes through one forward, which keeps the GPU busy; on
-the CPU ``CPU_CHUNK`` images at a time, which gives the same numbers (the CPU forward is
+CPU). On a GPU every class's real batch goes through one forward, which keeps the GPU busy, as
+long as its largest activation stays within ``DEVICE_FORWARD_BYTES`` (every shape of CIFAR-10;
+at 224 px on ResNetAP-10 a class at a time, not 17 GB a tensor); on the CPU
+``CPU_CHUNK`` images at a time, which gives the same numbers (the CPU forward is
 batch-invariant) with a twentieth of the activation memory of one forward. ``precision`` bf16
 runs the real branch in bf16 (under autocast, or compiled with the network cast to bf16); the
 synthetic branch, which carries the image gradient, stays fp32. ``compile_mode`` names a
@@ -34,6 +36,12 @@ from ..devices import to_device
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 CPU_CHUNK = 128  # images a forward on the CPU (its activations: ~130 MB for ConvNet-3 at 32 px)
+# The largest activation one real-branch forward may hold on a GPU, counted at 4 bytes an element.
+# CIFAR-10's 2,560 real images through ConvNet-3: 1.3 GB, one forward. ImageNet's 1,300 at 224 px
+# through ResNetAP-10: 12.8 MB an image, 17 GB a tensor where class-by-class reference code holds
+# a tenth; past the budget the forwards go a class at a time, and within a class at most this
+# many bytes at a time.
+DEVICE_FORWARD_BYTES = 2 * 2 ** 30
 
 
 def validate(precision: str, compile_mode: str) -> None:
@@ -116,7 +124,7 @@ class Embedder:
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
             return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
         table = self._table(augment)
-        if not self.one_forward:
+        if self._chunk(net, real) is not None:
             return (self._real_means(net, list(real), augment, table),
                     self._means(net, list(fake), augment, table, None, None))
         return self._branches(net, [self._branch(real, PRECISIONS[self.precision], detach=True),
@@ -139,8 +147,15 @@ class Embedder:
                     augment: Augmentation | None, table: torch.Tensor | None) -> torch.Tensor:
         dtype = PRECISIONS[self.precision] if self.compile_mode != "off" else None
         with torch.no_grad(), self.autocast():
-            return self._means(net, batches, augment, table, dtype,
-                               None if self.one_forward else CPU_CHUNK)
+            return self._means(net, batches, augment, table, dtype, self._chunk(net, batches))
+
+    def _chunk(self, net: nn.Module, batches: Sequence[torch.Tensor]) -> int | None:
+        """Images a real-branch forward, at most: ``CPU_CHUNK`` on the CPU; on one forward all
+        of them (None) unless their largest activation passes ``DEVICE_FORWARD_BYTES``."""
+        if not self.one_forward:
+            return CPU_CHUNK
+        fits = DEVICE_FORWARD_BYTES // largest_activation(net, batches[0].shape[1:])
+        return None if sum(len(b) for b in batches) <= fits else max(1, fits)
 
     def _means(self, net: nn.Module, batches: list[torch.Tensor], augment: Augmentation | None,
                table: torch.Tensor | None, dtype: torch.dtype | None,
@@ -219,6 +234,27 @@ def _forward_all(net: nn.Module, dsa: DSA | None, specs: tuple, xs: Sequence[tor
     ``specs[i]``."""
     return tuple(_forward(net, x, None if r is None else (dsa, table, r), dtype, sizes, state)
                  for x, r, (dtype, sizes) in zip(xs, rows, specs))
+
+
+_LARGEST: dict[tuple, int] = {}
+
+
+def largest_activation(net: nn.Module, image_shape: Sequence[int]) -> int:
+    """Bytes, at 4 an element, of the largest output of ``net``'s leaf modules for one image of
+    ``image_shape`` (C × H × W): traced on the meta device, once a structure and shape."""
+    key = (type(net), tuple(image_shape), tuple(p.shape for p in net.parameters()))
+    if key not in _LARGEST:
+        sizes: list[int] = []
+        hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel()))
+                 for m in net.modules() if next(m.children(), None) is None]
+        state = {k: torch.empty_like(t, device="meta") for k, t in _state(net).items()}
+        try:
+            torch.func.functional_call(net, state, (torch.empty(1, *image_shape, device="meta"),))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        _LARGEST[key] = 4 * max(sizes)
+    return _LARGEST[key]
 
 
 def run_means(embeddings: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
