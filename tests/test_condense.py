@@ -58,8 +58,12 @@ def test_perturb_copies_and_moves_weights_by_alpha():
     ratio = (conv_moved - conv).flatten(1).norm(dim=1) / conv.flatten(1).norm(dim=1)
     torch.testing.assert_close(ratio, torch.full_like(ratio, 0.1))
     assert not any(p.requires_grad for p in moved.parameters())
+    biases = {n: p.clone() for n, p in net.named_parameters() if p.ndim < 2}
     same = perturb(net, 0.1, "filter", torch.Generator().manual_seed(1), in_place=True)
     assert same is net and torch.equal(net.features[1].weight, conv_moved)  # the same draws
+    assert all(torch.equal(p, biases[n]) for n, p in net.named_parameters() if p.ndim < 2)
+    assert all(torch.equal(a, b) for a, b in zip(perturb(net, 0.1, "none", torch.Generator())
+                                                 .parameters(), net.parameters()))
     with pytest.raises(ValueError, match="perturbation mode"):
         perturbation(conv, "sideways", torch.Generator())
 

@@ -34,7 +34,7 @@ def perturbation(weight: torch.Tensor, mode: str, generator: torch.Generator) ->
     Weights with fewer than two dimensions (biases, norm affines) get no perturbation, as in
     filter-normalised loss-landscape directions.
     """
-    if mode == "none" or weight.ndim < 2:
+    if mode == "none" or not perturbed(weight):
         return torch.zeros_like(weight)
     d = to_device(torch.randn(weight.shape, generator=generator), weight.device, weight.dtype)
     if mode == "filter":
@@ -48,14 +48,21 @@ def perturbation(weight: torch.Tensor, mode: str, generator: torch.Generator) ->
     raise ValueError(f"unknown perturbation mode {mode!r}: choose from {PERTURB_MODES}")
 
 
+def perturbed(weight: torch.Tensor) -> bool:
+    """Whether ``perturbation`` moves a weight: two dimensions or more."""
+    return weight.ndim >= 2
+
+
 def perturb(net: nn.Module, alpha: float, mode: str, generator: torch.Generator,
             in_place: bool = False) -> nn.Module:
     """A frozen copy of ``net`` with θ + α·d (``net`` itself, ``in_place``: no copy of a
-    network that is used once)."""
+    network that is used once). Weights that ``perturbation`` leaves alone are not touched (no
+    zeros added: two kernels a bias or norm weight an iteration on a GPU)."""
     augmented = net if in_place else copy.deepcopy(net)
     with torch.no_grad():
         for parameter in augmented.parameters():
-            parameter.add_(perturbation(parameter, mode, generator), alpha=alpha)
+            if mode != "none" and perturbed(parameter):
+                parameter.add_(perturbation(parameter, mode, generator), alpha=alpha)
     return freeze(augmented)
 
 
