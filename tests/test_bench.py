@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
+from iemlib import bench
 from iemlib.__main__ import main
 from iemlib.bench import (MAP_ATOL, PROFILE_TOP, TOLERANCES, VARIANTS,
                           Sizes, agreement, bench_split, bench_task, bench_settings,
@@ -75,6 +77,32 @@ def test_the_profile_names_where_each_step_spends_its_time(steps):
     assert [o["ms"] for o in report["top"]] == sorted((o["ms"] for o in report["top"]), reverse=True)
     assert any("conv" in o["op"] for o in report["top"])  # the network's convolutions dominate
     assert sum(o["ms"] for o in report["top"]) <= report["ms"] * (1 + 1e-9)
+
+
+def test_back_to_back_rounds_wait_for_the_device_only_around_them(monkeypatch):
+    clock, calls, waits = [0.0], [], []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench, "synchronize", lambda device: waits.append(len(calls)))
+
+    def run() -> None:
+        calls.append(None)
+        clock[0] += 2.0
+
+    assert bench.interleaved({"a": run}, 3, torch.device("cpu"), back_to_back=4) == {"a": [2.0] * 3}
+    assert len(calls) == 1 + 3 * 4  # a warm-up, then three rounds of four
+    assert waits == [1, 5, 5, 9, 9, 13]  # before and after each round, none within one
+
+
+def test_on_a_gpu_the_condensation_is_also_timed_back_to_back(monkeypatch):
+    monkeypatch.setattr(bench, "asynchronous", lambda device: True)  # as on CUDA
+    sizes = replace(TINY, variants=("fp32",))
+    result = bench.condense_benchmark(sizes, torch.device("cpu"))
+    assert result["variants"]["fp32"]["speedup_back_to_back"] > 0
+    assert result["speedup_back_to_back"] == result["variants"]["fp32"]["speedup_back_to_back"]
+    assert len(result["timings"]["fp32 back to back"]) == sizes.repeats
+    notes = bench.footnotes({"device": "x", "device_type": "cuda", "allocator": None,
+                             "checks_ok": True, "condense": result})
+    assert any(f"{bench.BACK_TO_BACK} iterations back to back" in n and "fp32" in n for n in notes)
 
 
 def test_tolerances_follow_the_precision_and_the_device():
