@@ -14,6 +14,9 @@ from .devices import to_device
 
 # objective(model, images in [0, 1], labels, generator) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# steps between two reads of the loss for the progress bar: a read waits for a GPU to finish the
+# step, so the host could not queue the next one meanwhile
+LOSS_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,10 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-    losses = []
+    losses = []  # on the device until the end
     bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
                disable=not progress, leave=False)
-    for index in bar:
+    for step, index in enumerate(bar, 1):
         x = to_device(as_float(images[index]), device)
         loss = objective(model, x, to_device(labels[index], device), generator)
         optimizer.zero_grad(set_to_none=True)
@@ -74,10 +77,11 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        losses.append(loss.detach())
+        if progress and step % LOSS_EVERY == 0:
+            bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
     model.eval()
-    return losses
+    return torch.stack(losses).tolist()
 
 
 @torch.no_grad()
