@@ -68,11 +68,12 @@ class DSA:
 
     @property
     def groups(self) -> list[str]:
-        return [g for g in self.strategy.split("_") if g]
+        return list(_groups(self.strategy))
 
     def sample(self, n: int, generator: torch.Generator, siamese: bool = False) -> DSAParams:
         """Draw one group and parameters for n images (shared by all when ``siamese``)."""
-        group = self.groups[int(torch.randint(len(self.groups), (1,), generator=generator))]
+        groups = _groups(self.strategy)
+        group = groups[int(torch.randint(len(groups), (1,), generator=generator))]
         m = 1 if siamese else n
         values = {name: torch.rand(m, *shape, generator=generator)
                   for name, shape in PARAMETERS[group].items()}
@@ -109,30 +110,33 @@ class DSA:
         """Siamese draws as one float table, a row a draw: the index of its group in ``groups``,
         then the parameters of every group of the strategy (zeros for those it did not draw),
         laid out as ``columns`` says."""
-        rows = [[float(self.groups.index(d.group))] for d in draws]
-        for name, (_, shape) in self.columns().items():
-            for row, d in zip(rows, draws):
-                drawn = name in d.values
-                row += d.values[name][0].flatten().tolist() if drawn else [0.0] * math.prod(shape)
+        groups, columns = _groups(self.strategy), _columns(self.strategy)
+        width = 1 + sum(math.prod(shape) for _, shape in columns.values())
+        rows = []
+        for d in draws:
+            row = [0.0] * width
+            row[0] = float(groups.index(d.group))
+            for name, values in d.values.items():
+                start, shape = columns[name]
+                row[start:start + math.prod(shape)] = values[0].flatten().tolist()
+            rows.append(row)
         return torch.tensor(rows)
 
     def columns(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         """Each parameter's first column in ``table`` and the shape of one image's values."""
-        out, start = {}, 1
-        for group in self.groups:
-            for name, shape in PARAMETERS[group].items():
-                out[name], start = (start, shape), start + math.prod(shape)
-        return out
+        return dict(_columns(self.strategy))
 
     def apply_mixed(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Each image with its own draw, ``table``'s row of the same index: every group of the
         strategy runs on the whole batch and each image keeps its own group's result. The same
         numbers as ``apply_each`` at the cost of every group's work, with no shape or call that
         depends on the draws, so that one compiled graph serves every iteration."""
+        # traced when compiled: the uncached functions (dynamo warns at a functools.cache)
+        columns, groups = _columns.__wrapped__(self.strategy), _groups.__wrapped__(self.strategy)
         values = {name: table[:, start:start + math.prod(shape)].reshape(-1, *shape)
-                  for name, (start, shape) in self.columns().items()}
+                  for name, (start, shape) in columns.items()}
         out = x
-        for index, group in enumerate(self.groups):
+        for index, group in enumerate(groups):
             transformed = self(x, DSAParams(group, {k: values[k] for k in PARAMETERS[group]}))
             out = torch.where((table[:, 0] == index).view(-1, 1, 1, 1), transformed, out)
         return out
@@ -181,6 +185,22 @@ class DSA:
         theta = _affine(len(z), z)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, sin, -sin, cos
         return _warp(z, theta)
+
+
+@functools.cache
+def _groups(strategy: str) -> tuple[str, ...]:
+    """The groups a strategy names, in its order."""
+    return tuple(g for g in strategy.split("_") if g)
+
+
+@functools.cache
+def _columns(strategy: str) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """``DSA.columns`` of a strategy (shared: callers must not change it)."""
+    out, start = {}, 1
+    for group in _groups.__wrapped__(strategy):
+        for name, shape in PARAMETERS[group].items():
+            out[name], start = (start, shape), start + math.prod(shape)
+    return out
 
 
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

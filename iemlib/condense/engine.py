@@ -90,7 +90,8 @@ class Embedder:
         return self._branches(net, [(x, rows, dtype, sizes)], dsa, table)[0]
 
     def _branches(self, net: nn.Module, branches: Sequence[Branch], dsa: DSA | None,
-                  table: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+                  table: torch.Tensor | None, state: dict[str, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, ...]:
         """``forward`` of each branch (images, table rows, dtype, sizes) under one network and
         one table, as one compiled function where compiling is asked."""
         xs, rows = [b[0] for b in branches], [b[1] for b in branches]
@@ -98,7 +99,7 @@ class Embedder:
                       for _, _, dtype, sizes in branches)
         if self.compile_mode == "off":
             return _forward_all(net, dsa, specs, xs, table, rows)
-        state = _state(net)
+        state = state or _state(net)
         return compiled_forward(net, state, self.compile_mode, dsa, specs)(state, xs, table, rows)
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
@@ -124,11 +125,12 @@ class Embedder:
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
             return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
         table = self._table(augment)
-        if self._chunk(net, real) is not None:
+        state = _state(net)
+        if self._chunk(net, real, state) is not None:
             return (self._real_means(net, list(real), augment, table),
                     self._means(net, list(fake), augment, table, None, None))
         return self._branches(net, [self._branch(real, PRECISIONS[self.precision], detach=True),
-                                    self._branch(fake, None)], augment[0], table)
+                                    self._branch(fake, None)], augment[0], table, state)
 
     def _branch(self, batches: Sequence[torch.Tensor], dtype: torch.dtype | None,
                 detach: bool = False) -> Branch:
@@ -149,12 +151,13 @@ class Embedder:
         with torch.no_grad(), self.autocast():
             return self._means(net, batches, augment, table, dtype, self._chunk(net, batches))
 
-    def _chunk(self, net: nn.Module, batches: Sequence[torch.Tensor]) -> int | None:
+    def _chunk(self, net: nn.Module, batches: Sequence[torch.Tensor],
+               state: dict[str, torch.Tensor] | None = None) -> int | None:
         """Images a real-branch forward, at most: ``CPU_CHUNK`` on the CPU; on one forward all
         of them (None) unless their largest activation passes ``DEVICE_FORWARD_BYTES``."""
         if not self.one_forward:
             return CPU_CHUNK
-        fits = DEVICE_FORWARD_BYTES // largest_activation(net, batches[0].shape[1:])
+        fits = DEVICE_FORWARD_BYTES // largest_activation(net, batches[0].shape[1:], state)
         return None if sum(len(b) for b in batches) <= fits else max(1, fits)
 
     def _means(self, net: nn.Module, batches: list[torch.Tensor], augment: Augmentation | None,
@@ -239,17 +242,20 @@ def _forward_all(net: nn.Module, dsa: DSA | None, specs: tuple, xs: Sequence[tor
 _LARGEST: dict[tuple, int] = {}
 
 
-def largest_activation(net: nn.Module, image_shape: Sequence[int]) -> int:
+def largest_activation(net: nn.Module, image_shape: Sequence[int],
+                       state: dict[str, torch.Tensor] | None = None) -> int:
     """Bytes, at 4 an element, of the largest output of ``net``'s leaf modules for one image of
-    ``image_shape`` (C × H × W): traced on the meta device, once a structure and shape."""
-    key = (type(net), tuple(image_shape), tuple(p.shape for p in net.parameters()))
+    ``image_shape`` (C × H × W): traced on the meta device, once a structure and shape
+    (``state``: ``net``'s tensors by name, where the caller has them)."""
+    state = state or _state(net)
+    key = (type(net), tuple(image_shape), tuple(t.shape for t in state.values()))
     if key not in _LARGEST:
         sizes: list[int] = []
         hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(out.numel()))
                  for m in net.modules() if next(m.children(), None) is None]
-        state = {k: torch.empty_like(t, device="meta") for k, t in _state(net).items()}
+        meta = {k: torch.empty_like(t, device="meta") for k, t in state.items()}
         try:
-            torch.func.functional_call(net, state, (torch.empty(1, *image_shape, device="meta"),))
+            torch.func.functional_call(net, meta, (torch.empty(1, *image_shape, device="meta"),))
         finally:
             for hook in hooks:
                 hook.remove()
