@@ -280,8 +280,8 @@ if unknown:
 # them, and compiling the real branch (`bf16+compile`) is what pays. Compiled, it turns the
 # other way: a later profile on an H200 found the GPU idle for most of a `bf16+compile`
 # iteration while the host launched small DSA calls, so on CUDA the compiled forward now runs
-# the siamese DSA inside itself (`DSA.apply_mixed`), both branches in one compiled function;
-# the runs below predate that change.
+# the siamese DSA inside itself (`DSA.apply_mixed`), and DM's loss with its gradient is one
+# compiled function of both branches; the runs below predate that change.
 
 # %%
 runs = {path.name: json.loads(path.read_text())

@@ -133,59 +133,57 @@ def test_siamese_means_share_one_dsa_call_a_group_and_give_each_branch_alone(bat
     assert torch.equal(real_means, embedder.real_means(net, batches, (dsa, draws)))
     assert torch.equal(fake_means, embedder.class_means(net, fake, (dsa, draws)))
     assert not torch.equal(real_means, embedder.real_means(net, batches))  # augmented
+    loss = embedder.matching_loss(net, batches, fake, (dsa, draws))
+    assert torch.equal(loss, ((real_means - fake_means) ** 2).sum())
 
 
-def test_siamese_means_fused_run_both_branches_in_one_compiled_call(batches, monkeypatch):
-    """On one forward (the GPU) with DSA fused, both branches are one compiled function: the
-    same means and image gradient as the branches run one by one, the real branch detached."""
-    dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
-    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+def _fused_matching(net, batches, draws, dsa, monkeypatch):
+    """The fused matching loss and its image gradient, and the compiled calls it made:
+    (branch specs, loss or forward) each."""
     embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
     calls = []
-    compiled_forward = engine.compiled_forward
-    monkeypatch.setattr(engine, "compiled_forward",
-                        lambda *args: calls.append(args[-1]) or compiled_forward(*args))
-    runs = []
-    for siamese in (False, True):
-        real = torch.cat(batches).requires_grad_(True).split([len(b) for b in batches])
-        fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
-        if siamese:
-            calls.clear()
-            real_means, fake_means = embedder.siamese_means(net, real, fake, (dsa, draws))
-            assert calls == [((None, (12, 12, 12)),
-                              (None, (4, 4, 4)))]  # one call: both branches' specs
-        else:
-            real_means = embedder.real_means(net, real, (dsa, draws))
-            fake_means = embedder.class_means(net, fake, (dsa, draws))
-        assert not real_means.requires_grad and fake_means.requires_grad
-        (real_means - fake_means).square().sum().backward()
-        runs.append((real_means, fake_means.detach(), torch.cat([f.grad for f in fake])))
-    for apart, together in zip(*runs):
-        torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-6)
+    compiled_function = engine.compiled_function
+    monkeypatch.setattr(engine, "compiled_function", lambda *args, loss=False: calls.append(
+        (args[-1], loss)) or compiled_function(*args, loss=loss))
+    real = torch.cat(batches).split([len(b) for b in batches])
+    fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
+    loss = embedder.matching_loss(net, real, fake, (dsa, draws))
+    loss.backward()
+    monkeypatch.undo()
+    return loss.detach(), torch.cat([f.grad for f in fake]), calls
 
 
-def test_siamese_means_fused_past_the_memory_budget_run_the_branches_apart(batches,
-                                                                            monkeypatch):
+def test_the_fused_matching_loss_is_one_compiled_call_with_its_gradient(batches, monkeypatch):
+    """On one forward (the GPU) with DSA fused, one compiled call computes the loss and its
+    gradient: equal to the branches run one by one, and the gradient flows back to the images."""
+    dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
+    draws = [dsa.sample(1, g, siamese=True) for _ in batches]
+    loss, grad, calls = _fused_matching(net, batches, draws, dsa, monkeypatch)
+    assert calls == [(((None, (12, 12, 12)), (None, (4, 4, 4))), True)]  # both branches, loss
+    embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
+    fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
+    real_means = embedder.real_means(net, batches, (dsa, draws))
+    apart = ((real_means - embedder.class_means(net, fake, (dsa, draws))) ** 2).sum()
+    apart.backward()
+    torch.testing.assert_close(loss, apart.detach(), rtol=1e-5, atol=1e-6)
+    assert grad.norm() > 0
+    torch.testing.assert_close(grad, torch.cat([f.grad for f in fake]), rtol=1e-4, atol=1e-6)
+
+
+def test_the_fused_matching_loss_past_the_memory_budget_runs_the_branches_apart(batches,
+                                                                               monkeypatch):
     """A real branch too big for one forward leaves the one compiled call: the real pieces and
-    the synthetic branch are compiled calls of their own, with the same means and gradient."""
+    the synthetic branch are compiled calls of their own, with the same loss and gradient."""
     dsa, g, net = DSA(), torch.Generator().manual_seed(5), _net(8)
     draws = [dsa.sample(1, g, siamese=True) for _ in batches]
-    embedder = Embedder("cpu", compile_mode="default", one_forward=True, fused_augment=True)
-    calls = []
-    compiled_forward = engine.compiled_forward
-    monkeypatch.setattr(engine, "compiled_forward",
-                        lambda *args: calls.append(args[-1]) or compiled_forward(*args))
-    runs = []
-    for budget in (engine.DEVICE_FORWARD_BYTES, 12 * engine.largest_activation(net, (3, 32, 32))):
-        monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", budget)
-        calls.clear()
-        fake = [b[:4].flip(0).clone().requires_grad_(True) for b in batches]
-        real_means, fake_means = embedder.siamese_means(net, batches, fake, (dsa, draws))
-        (real_means - fake_means).square().sum().backward()
-        runs.append((real_means, fake_means.detach(), torch.cat([f.grad for f in fake])))
-    assert calls == [((None, None),)] * 3 + [((None, (4, 4, 4)),)]  # a class a call, then fake
-    for apart, together in zip(*runs):
-        torch.testing.assert_close(apart, together, rtol=1e-5, atol=1e-6)
+    one, one_grad, _ = _fused_matching(net, batches, draws, dsa, monkeypatch)
+    monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES",
+                        12 * engine.largest_activation(net, (3, 32, 32)))
+    apart, apart_grad, calls = _fused_matching(net, batches, draws, dsa, monkeypatch)
+    real_call, fake_call = (((None, None),), False), (((None, (4, 4, 4)),), False)
+    assert calls == [real_call] * 3 + [fake_call]  # a class a call, then the synthetic branch
+    torch.testing.assert_close(apart, one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(apart_grad, one_grad, rtol=1e-4, atol=1e-6)
 
 
 def test_joined_batches_are_the_tensor_they_were_split_from():

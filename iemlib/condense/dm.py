@@ -41,8 +41,7 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
     real = task.real_images(torch.cat(chosen)).split([len(x) for x in chosen])
     fake = synthetic.decode_classes(images, owned)
     transforms = [draws[c][1] for c in owned]
-    real_means, fake_means = embedder.siamese_means(net, real, fake, (dsa, transforms))
-    return ((real_means - fake_means) ** 2).sum()
+    return embedder.matching_loss(net, real, fake, (dsa, transforms))
 
 
 def distribution_matching(method: str, task: CondenseTask, settings: CondenseSettings,

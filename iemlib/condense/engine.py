@@ -14,10 +14,11 @@ backward is compiled with it). It is compiled once for every network of the run:
 enters as a dict of its tensors (``torch.func.functional_call``), so a fresh or perturbed network
 each iteration does not recompile. Compiled on a GPU, the siamese DSA runs inside the compiled
 forward too (``DSA.apply_mixed``: every group on every image, each image keeping its own), which
-turns the DSA calls (dozens of small kernels an iteration) into a few fused ones, and both
-branches are one compiled function: one call an iteration (under ``reduce-overhead``, one CUDA
-graph for the forward and one for the backward). On the CPU, where the work and not the
-launches counts, DSA stays one eager call a group.
+turns the DSA calls (dozens of small kernels an iteration) into a few fused ones, and DM's loss
+is one compiled function of both branches that returns the loss with its gradient with respect
+to the synthetic images (``torch.func.grad_and_value``): one call an iteration, under
+``reduce-overhead`` one CUDA graph, and no autograd graph through the network. On the CPU,
+where the work and not the launches counts, DSA stays one eager call a group.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ Augmentation = tuple[DSA, Sequence[DSAParams]]
 class Embedder:
     """The embedding network's forward under the chosen settings: ``real_means`` for the real
     branch's class means, ``class_means`` for the synthetic branch's (with its gradient),
-    ``siamese_means`` for both under the same draws, all through ``forward``."""
+    ``siamese_means`` for both under the same draws, all through ``forward``, and
+    ``matching_loss`` for DM's loss of the two."""
 
     def __init__(self, device: torch.device | str, precision: str = "fp32",
                  compile_mode: str = "off", one_forward: bool | None = None,
@@ -87,20 +89,12 @@ class Embedder:
         statistics in fp32); ``sizes`` returns the fp32 mean of each run of that many images
         instead of the embeddings (inside the compiled function, when it is one)."""
         dsa, table, rows = mixed if mixed else (None, None, None)
-        return self._branches(net, [(x, rows, dtype, sizes)], dsa, table)[0]
-
-    def _branches(self, net: nn.Module, branches: Sequence[Branch], dsa: DSA | None,
-                  table: torch.Tensor | None, state: dict[str, torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, ...]:
-        """``forward`` of each branch (images, table rows, dtype, sizes) under one network and
-        one table, as one compiled function where compiling is asked."""
-        xs, rows = [b[0] for b in branches], [b[1] for b in branches]
-        specs = tuple((dtype, None if sizes is None else tuple(sizes))
-                      for _, _, dtype, sizes in branches)
+        specs = ((dtype, None if sizes is None else tuple(sizes)),)
         if self.compile_mode == "off":
-            return _forward_all(net, dsa, specs, xs, table, rows)
-        state = state or _state(net)
-        return compiled_forward(net, state, self.compile_mode, dsa, specs)(state, xs, table, rows)
+            return _forward_all(net, dsa, specs, [x], table, [rows])[0]
+        state = _state(net)
+        return compiled_function(net, state, self.compile_mode, dsa, specs)(state, [x], table,
+                                                                             [rows])[0]
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
                    augment: Augmentation | None = None) -> torch.Tensor:
@@ -119,25 +113,38 @@ class Embedder:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(``real_means``, ``class_means``) of class-matched batches, draw i augmenting both
         ``real[i]`` and ``fake[i]``: eager, in one DSA call a group for both branches; fused,
-        with one table of the draws for both, and on one forward in one compiled call."""
+        with one table of the draws for both."""
         if not self.fused_augment:
             dsa, draws = augment
             both = dsa.apply_each([*real, *fake], [*draws, *draws])
             return self.real_means(net, both[:len(real)]), self.class_means(net, both[len(real):])
         table = self._table(augment)
-        state = _state(net)
-        if self._chunk(net, real, state) is not None:
-            return (self._real_means(net, list(real), augment, table),
-                    self._means(net, list(fake), augment, table, None, None))
-        return self._branches(net, [self._branch(real, PRECISIONS[self.precision], detach=True),
-                                    self._branch(fake, None)], augment[0], table, state)
+        return (self._real_means(net, list(real), augment, table),
+                self._means(net, list(fake), augment, table, None, None))
 
-    def _branch(self, batches: Sequence[torch.Tensor], dtype: torch.dtype | None,
-                detach: bool = False) -> Branch:
-        """One forward of ``batches`` (the real branch's ``detach``ed), DSA row i a batch."""
+    def matching_loss(self, net: nn.Module, real: Sequence[torch.Tensor],
+                      fake: Sequence[torch.Tensor], augment: Augmentation) -> torch.Tensor:
+        """Σ_i ‖real_means_i − class_means_i‖² of ``siamese_means``, differentiable in ``fake``.
+        Fused on one forward, one compiled call computes the loss and its gradient together:
+        under ``reduce-overhead`` one CUDA graph an iteration, and no autograd graph through
+        the network (the gradient flows back into ``fake`` from the saved result)."""
+        state = _state(net)
+        if not (self.fused_augment and self.one_forward
+                and self._chunk(net, real, state) is None):
+            real_means, fake_means = self.siamese_means(net, real, fake, augment)
+            return ((real_means - fake_means) ** 2).sum()
+        (x_real, r_real, s_real), (x_fake, r_fake, s_fake) = self._branch(real), self._branch(fake)
+        specs = ((PRECISIONS[self.precision], s_real), (None, s_fake))
+        compiled = compiled_function(net, state, self.compile_mode, augment[0], specs, loss=True)
+        value, grad = compiled(state, [x_real.detach(), x_fake.detach()], self._table(augment),
+                               [r_real, r_fake])
+        return _WithGradient.apply(x_fake, value, grad)
+
+    def _branch(self, batches: Sequence[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+        """``batches`` joined, the DSA row of each image (row i a batch) and the batch sizes."""
         sizes = tuple(len(b) for b in batches)
-        x = joined(batches)
-        return x.detach() if detach else x, _repeats(sizes, self.device), dtype, sizes
+        return joined(batches), _repeats(sizes, self.device), sizes
 
     def _table(self, augment: Augmentation | None) -> torch.Tensor | None:
         """The draws' ``DSA.table`` on the device, where DSA runs inside the forward."""
@@ -178,8 +185,6 @@ class Embedder:
 
 # (dsa, table, rows): ``dsa.table`` of the draws, and the row of each image
 Mixed = tuple[DSA, torch.Tensor, torch.Tensor]
-# (images, their table rows or None, dtype or None, sizes of the runs to average or None)
-Branch = tuple[torch.Tensor, torch.Tensor | None, torch.dtype | None, Sequence[int] | None]
 
 
 def joined(batches: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -272,26 +277,56 @@ def _state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {**dict(net.named_parameters()), **dict(net.named_buffers())}
 
 
-# One compiled forward a (mode, augmentation, branches, network structure), shared by every
-# Embedder of the process: dynamo guards on the template a compiled function closes over, so a
-# template of its own per run would recompile for each run and, past dynamo's recompile limit,
-# fall back to eager.
+def _matching(net: nn.Module, dsa: DSA | None, specs: tuple, xs: Sequence[torch.Tensor],
+              table: torch.Tensor | None, rows: Sequence[torch.Tensor | None],
+              state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DM's loss Σ_i ‖mean real_i − mean fake_i‖² of the branches ``xs`` = (real, fake) of
+    ``_forward_all``, and its gradient with respect to the fake images."""
+    def loss(fake: torch.Tensor) -> torch.Tensor:
+        real_means, fake_means = _forward_all(net, dsa, specs, [xs[0], fake], table, rows, state)
+        return ((real_means - fake_means) ** 2).sum()
+
+    grad, value = torch.func.grad_and_value(loss)(xs[1])
+    return value, grad
+
+
+class _WithGradient(torch.autograd.Function):
+    """``value``, a function of ``x`` whose gradient ``grad`` was computed with it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        # copies: a CUDA graph's outputs are overwritten by its next replay
+        ctx.save_for_backward(grad.clone())
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None
+
+
+# One compiled function a (mode, augmentation, branches, network structure, loss or forward),
+# shared by every Embedder of the process: dynamo guards on the template a compiled function
+# closes over, so a template of its own per run would recompile for each run and, past dynamo's
+# recompile limit, fall back to eager.
 _COMPILED: dict[tuple, Callable[..., tuple[torch.Tensor, ...]]] = {}
 
 
-def compiled_forward(net: nn.Module, state: dict[str, torch.Tensor], mode: str,
-                     dsa: DSA | None, specs: tuple) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """``(state, images, table, rows) -> _forward_all`` compiled with ``mode`` for networks
-    shaped like ``net`` and branches ``specs``: every network is swapped into a copy of the
-    first one's structure (a copy, so that no network's own tensors are the template's)."""
-    key = (mode, type(net), repr(dsa), specs,
+def compiled_function(net: nn.Module, state: dict[str, torch.Tensor], mode: str,
+                      dsa: DSA | None, specs: tuple, loss: bool = False
+                      ) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``(state, images, table, rows) -> _forward_all`` (``loss``: ``_matching``) compiled with
+    ``mode`` for networks shaped like ``net`` and branches ``specs``: every network is swapped
+    into a copy of the first one's structure (a copy, so that no network's own tensors are the
+    template's)."""
+    key = (mode, type(net), repr(dsa), specs, loss,
            tuple((name, t.shape, t.dtype, t.device) for name, t in state.items()))
     if key not in _COMPILED:
-        template = copy.deepcopy(net)
+        template, function = copy.deepcopy(net), _matching if loss else _forward_all
 
         def call(tensors: dict, xs: list[torch.Tensor], table: torch.Tensor | None,
                  rows: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
-            return _forward_all(template, dsa, specs, xs, table, rows, tensors)
+            return function(template, dsa, specs, xs, table, rows, tensors)
 
         _COMPILED[key] = torch.compile(call, mode=mode, dynamic=False)
     return _COMPILED[key]
