@@ -128,11 +128,16 @@ class Embedder:
         Fused on one forward, one compiled call computes the loss and its gradient together:
         under ``reduce-overhead`` one CUDA graph an iteration, and no autograd graph through
         the network (the gradient flows back into ``fake`` from the saved result)."""
-        state = _state(net)
-        if not (self.fused_augment and self.one_forward
-                and self._chunk(net, real, state) is None):
-            real_means, fake_means = self.siamese_means(net, real, fake, augment)
-            return ((real_means - fake_means) ** 2).sum()
+        if self.fused_augment and self.one_forward:
+            state = _state(net)
+            if self._chunk(net, real, state) is None:
+                return self._loss_with_gradient(net, real, fake, augment, state)
+        real_means, fake_means = self.siamese_means(net, real, fake, augment)
+        return ((real_means - fake_means) ** 2).sum()
+
+    def _loss_with_gradient(self, net: nn.Module, real: Sequence[torch.Tensor],
+                            fake: Sequence[torch.Tensor], augment: Augmentation,
+                            state: dict[str, torch.Tensor]) -> torch.Tensor:
         (x_real, r_real, s_real), (x_fake, r_fake, s_fake) = self._branch(real), self._branch(fake)
         specs = ((PRECISIONS[self.precision], s_real), (None, s_fake))
         compiled = compiled_function(net, state, self.compile_mode, augment[0], specs, loss=True)
