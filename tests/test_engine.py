@@ -168,6 +168,9 @@ def test_the_fused_matching_loss_is_one_compiled_call_with_its_gradient(batches,
     torch.testing.assert_close(loss, apart.detach(), rtol=1e-5, atol=1e-6)
     assert grad.norm() > 0
     torch.testing.assert_close(grad, torch.cat([f.grad for f in fake]), rtol=1e-4, atol=1e-6)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a fresh network: no recompile
+        again, _, _ = _fused_matching(_net(9), batches, draws, dsa, monkeypatch)
+    assert not torch.equal(again, loss)
 
 
 def test_the_fused_matching_loss_past_the_memory_budget_runs_the_branches_apart(batches,
