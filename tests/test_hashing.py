@@ -139,6 +139,14 @@ def test_unknown_hashing_method_is_rejected():
                       seed=0, progress=False)
 
 
+@pytest.mark.parametrize("loss", ["dhd", "dpn", "orthohash"])
+def test_the_trainer_rejects_labels_out_of_range_before_training(loss):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got \[0, 2\]"):
+        train_hashing(torch.rand(4, 3, 32, 32), torch.arange(4) % 3, bits=8, num_classes=2,
+                      mean=(0.5,) * 3, std=(0.5,) * 3, settings=HashingSettings(loss=loss),
+                      seed=0, progress=False)
+
+
 def toy_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Class 0 is dark, class 1 bright, class 2 red: told apart at a glance."""
     labels = torch.arange(n) % 3

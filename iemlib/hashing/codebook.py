@@ -66,8 +66,8 @@ class CodebookLoss(nn.Module):
         if labels.ndim != 1 or labels.is_floating_point() or len(labels) != len(codes):
             raise ValueError(f"labels must be {len(codes)} class indices (1-D integers), got "
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
-        # on the CPU only: on a GPU the test would wait for the device every training step (out
-        # of range, the indexing's device-side assert stops the run there instead)
+        # on the CPU only: on a GPU the test would wait for the device every training step
+        # (train_hashing checks the labels once before training)
         if len(labels) and labels.device.type == "cpu" and (labels.min() < 0
                                                            or labels.max() >= num_classes):
             raise ValueError(f"labels must lie in [0, {num_classes}), got "
