@@ -68,7 +68,12 @@ class CodebookLoss(nn.Module):
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
         # on the CPU only: on a GPU the test would wait for the device every training step
         # (train_hashing checks the labels once before training)
-        if len(labels) and labels.device.type == "cpu" and (labels.min() < 0
-                                                           or labels.max() >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes}), got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+        if labels.device.type == "cpu":
+            check_label_range(labels, num_classes)
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int) -> None:
+    """ValueError unless every class index in ``labels`` lies in [0, num_classes)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")

@@ -10,6 +10,7 @@ import torch
 from ..models import HashNet, build_backbone
 from ..seeding import generator, seeded
 from ..training import TrainSettings, fit, predict
+from .codebook import check_label_range
 from .dhd import DHDLoss
 from .dpn import DPNLoss
 from .orthohash import OrthoHashLoss
@@ -32,10 +33,8 @@ def train_hashing(images: torch.Tensor, labels: torch.Tensor, *, bits: int, num_
     """Train a freshly initialised hashing network; returns it and its per-step losses."""
     if settings.loss not in LOSSES:
         raise ValueError(f"unknown hashing method {settings.loss!r}: choose from {sorted(LOSSES)}")
-    if labels.ndim == 1 and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        # once here, on the labels as given: the losses check no ranges on a GPU (a wait a step)
-        raise ValueError(f"labels must lie in [0, {num_classes}), got "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
+    if labels.ndim == 1:  # once here: the losses check no ranges on a GPU (a wait a step)
+        check_label_range(labels, num_classes)
     with seeded(seed, "hash-network"):
         backbone = build_backbone(settings.backbone, channels=images.shape[1],
                                   image_size=images.shape[-1], mean=mean, std=std)
