@@ -96,6 +96,14 @@ def test_a_compiled_forward_serves_fresh_networks_and_runs_without_recompiling(b
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_a_compiled_forward_takes_a_frozen_network_as_plain_inputs(batches):
+    """Dynamo takes an nn.Parameter input for a static one (a CUDA graph keeps its address and
+    would record again for every fresh network): a frozen network's tensors go in detached."""
+    net = _net(0, width=5)  # a structure no other test compiles: traced here
+    Embedder("cpu", compile_mode="default").real_means(net, batches)
+    assert not any(hasattr(p, "_dynamo_static_input_type") for p in net.parameters())
+
+
 @pytest.mark.parametrize("one_forward", [False, True])
 def test_a_compiled_forward_augments_as_the_eager_one(batches, one_forward):
     """Fused (the CUDA default when compiled), DSA runs inside the compiled forward

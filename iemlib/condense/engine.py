@@ -279,7 +279,11 @@ def run_means(embeddings: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
 
 
 def _state(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    """``net``'s tensors by name, as ``functional_call`` takes them, frozen parameters detached:
+    dynamo takes an ``nn.Parameter`` input for a static one, whose address a CUDA graph keeps,
+    so that every fresh network would record the graph again."""
+    parameters = {k: p if p.requires_grad else p.detach() for k, p in net.named_parameters()}
+    return {**parameters, **dict(net.named_buffers())}
 
 
 def _matching(net: nn.Module, dsa: DSA | None, specs: tuple, xs: Sequence[torch.Tensor],
