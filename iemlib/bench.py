@@ -50,6 +50,7 @@ from .condense.dm import matching_loss
 from .condense.engine import Embedder
 from .condense.networks import random_network
 from .data import CIFAR10_MEAN, CIFAR10_STD, DatasetError, Split, load_cifar10
+from .devices import asynchronous
 from .efficiency import LOAD_LIMIT, load_per_core
 from .experiment import environment, resolve_device, write_json
 from .hashing import encode
@@ -142,12 +143,6 @@ def tune_allocator() -> str:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def asynchronous(device: torch.device) -> bool:
-    """Whether a call returns before the device has done its work (a GPU): only then do calls
-    back to back overlap, the host queuing one while the device runs the last."""
-    return device.type == "cuda"
 
 
 def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: torch.device,

@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 
+def asynchronous(device: torch.device | str) -> bool:
+    """Whether a call returns before the device has done its work (a GPU): only then do calls
+    back to back overlap, the host queuing one while the device runs the last."""
+    return torch.device(device).type == "cuda"
+
+
 def to_device(tensor: torch.Tensor, device: torch.device | str,
               dtype: torch.dtype | None = None) -> torch.Tensor:
     """``tensor`` on ``device`` (as ``dtype``), copied without a wait where it goes to a GPU."""
@@ -26,8 +32,13 @@ def to_device(tensor: torch.Tensor, device: torch.device | str,
 def module_to_device(net: nn.Module, device: torch.device | str) -> nn.Module:
     """``net`` moved to ``device`` (in place, as ``nn.Module.to``), without a wait on a GPU."""
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    tensors = [*net.parameters(), *net.buffers()]
+    if all(t.device == device for t in tensors):
+        return net  # already there: no walk through the modules
     if device.type == "cuda":
-        for tensor in [*net.parameters(), *net.buffers()]:
+        for tensor in tensors:
             if tensor.device.type == "cpu":
                 tensor.data = pinned(tensor.data)
         return net.to(device, non_blocking=True)

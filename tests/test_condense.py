@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
 import torch
 
 from iemlib.condense import METHODS, CondenseSettings, CondenseTask, Interrupted, condense
+from iemlib.condense.base import GPU_DRAW_AHEAD
 from iemlib.condense.engine import run_means
 from iemlib.condense.iem import perturb, perturbation
 from iemlib.models import ConvNet
@@ -92,10 +94,12 @@ def test_matching_reduces_the_loss(tiny_protocol, method, settings):
 def test_resume_reaches_the_uninterrupted_result(tiny_protocol, tmp_path, method, settings):
     straight = condense(method, make_task(tiny_protocol), settings)
     checkpoint = tmp_path / "run.ckpt.pt"
-    with pytest.raises(Interrupted):
-        condense(method, make_task(tiny_protocol, checkpoint=checkpoint, stop_after=3), settings)
+    with pytest.raises(Interrupted):  # draws made ahead (as on a GPU) change nothing
+        condense(method, make_task(tiny_protocol, checkpoint=checkpoint, stop_after=3,
+                                   draw_ahead=2), settings)
     assert checkpoint.exists()
-    resumed = condense(method, make_task(tiny_protocol, checkpoint=checkpoint, resume=True), settings)
+    resumed = condense(method, make_task(tiny_protocol, checkpoint=checkpoint, resume=True,
+                                         draw_ahead=1), settings)
     assert resumed.info["resumed_from"] == 2  # the last checkpoint before the "kill"
     assert 0 < resumed.info["seconds_before_resume"] < resumed.seconds  # time before the kill counts
     assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
@@ -104,6 +108,36 @@ def test_resume_reaches_the_uninterrupted_result(tiny_protocol, tmp_path, method
     assert resumed.snapshots.iterations == straight.snapshots.iterations == [0, 2, 4, 6]
     for a, b in zip(resumed.snapshots.images, straight.snapshots.images):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method,settings", [
+    ("dm", SMALL),
+    ("iem", replace(SMALL, factor=2, perturb="filter", alpha=0.05)),
+    ("iem", replace(SMALL, network="pool", perturb="layer", alpha=0.1)),
+])
+def test_draws_made_ahead_on_worker_threads_are_the_draws_made_in_turn(tiny_protocol, monkeypatch,
+                                                                       method, settings):
+    """An iteration's host draws (network, real batches, transforms) made on worker threads
+    while the loop runs, as on a GPU, give the run that drawing each in its turn gives."""
+    from iemlib.condense import dm
+
+    threads: list[str] = []
+    draw = dm.class_draws
+    monkeypatch.setattr(dm, "class_draws", lambda *args: threads.append(
+        threading.current_thread().name) or draw(*args))
+    ahead = condense(method, make_task(tiny_protocol, draw_ahead=2), settings)
+    assert {"MainThread"} < set(threads) and len(threads) == settings.iterations
+    threads.clear()
+    in_turn = condense(method, make_task(tiny_protocol), settings)  # the CPU's default
+    assert set(threads) == {"MainThread"}
+    assert torch.equal(ahead.synthetic.images, in_turn.synthetic.images)
+    assert ahead.history == in_turn.history
+
+
+def test_draws_are_made_ahead_by_default_only_on_a_gpu(tiny_protocol):
+    assert make_task(tiny_protocol).draws_ahead == 0
+    assert make_task(tiny_protocol, device="cuda").draws_ahead == GPU_DRAW_AHEAD > 0
+    assert make_task(tiny_protocol, device="cuda", draw_ahead=0).draws_ahead == 0
 
 
 def test_resume_refuses_another_configuration_and_corrupt_files(tiny_protocol, tmp_path):

@@ -89,12 +89,13 @@ def test_a_real_branch_past_the_memory_budget_holds_less_on_cuda(monkeypatch):
     assert apart_peak < one_peak / 4, (apart_peak, one_peak)
 
 
-def _iem_on_cuda(compile_mode: str) -> object:
+def _iem_on_cuda(compile_mode: str, draw_ahead: int | None = None) -> object:
+    """IEM on CUDA; its draws made ahead on worker threads unless ``draw_ahead`` is 0."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (200, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(10).repeat_interleave(20)
     task = CondenseTask(Split(images, labels, torch.arange(200)), 10, (0.5,) * 3, (0.5,) * 3,
-                        device="cuda", progress=False)
+                        device="cuda", progress=False, draw_ahead=draw_ahead)
     settings = CondenseSettings(ipc=2, iterations=6, real_batch=16, factor=2, network="fresh",
                                 perturb="filter", alpha=0.05, precision="bf16",
                                 compile_mode=compile_mode, checkpoint_every=3)
@@ -115,6 +116,17 @@ def test_compiled_branches_follow_the_eager_run_on_cuda(compile_mode):
     eager, compiled = _iem_on_cuda("off"), _iem_on_cuda(compile_mode)
     torch.testing.assert_close(torch.tensor(compiled.history), torch.tensor(eager.history),
                                rtol=5e-2, atol=0)
+
+
+@pytest.mark.parametrize("compile_mode", ["off", "reduce-overhead"])
+def test_draws_made_ahead_give_the_run_drawn_in_turn_on_cuda(compile_mode):
+    """Worker threads drawing networks and batches while the GPU runs (and CUDA graphs are
+    recorded) give the same run as drawing each in its turn, to the GPU's own rounding."""
+    ahead, in_turn = _iem_on_cuda(compile_mode), _iem_on_cuda(compile_mode, draw_ahead=0)
+    torch.testing.assert_close(torch.tensor(ahead.history), torch.tensor(in_turn.history),
+                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(ahead.synthetic.images, in_turn.synthetic.images,
+                               rtol=0, atol=1e-4)
 
 
 def test_copies_go_through_fresh_pinned_buffers():

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from iemlib.models import (BasicBlockAP, ConvNet, HashHead, HashNet, Normalize, ResNetAP,
-                           build_backbone)
+                           blank_copy, build_backbone, redraw)
+from iemlib.seeding import generator, seeded
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -332,3 +333,48 @@ def test_build_backbone_resnetap():
 def test_build_backbone_unknown_name(name):
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone(name, channels=3, image_size=32, mean=MEAN, std=STD)
+
+
+@pytest.mark.parametrize("name,size", [("convnet", 32), ("convnet", 64), ("resnetap", 32),
+                                       ("resnetap", 224)])
+def test_a_redrawn_blank_copy_is_the_backbone_built_under_the_same_seed(name, size):
+    """The global generator's draws of the constructor (ResNetAP's He-normal after torch's own
+    initialisation) come again from an explicit generator, tensor for tensor."""
+    def build():
+        return build_backbone(name, channels=3, image_size=size, mean=MEAN, std=STD)
+
+    template = build()
+    with seeded(7, "net"):
+        built = build()
+    before = torch.get_rng_state()
+    redrawn = redraw(blank_copy(template), generator(7, "net"))
+    assert torch.equal(torch.get_rng_state(), before)  # no global draw
+    assert redrawn.state_dict().keys() == built.state_dict().keys()
+    for key, value in built.state_dict().items():
+        assert torch.equal(redrawn.state_dict()[key], value), key
+    assert not torch.equal(redraw(blank_copy(template), generator(8, "net")).state_dict()[
+        "features.1.weight"], built.state_dict()["features.1.weight"])
+
+
+def test_a_blank_copy_shares_nothing_it_could_change_with_its_original():
+    net = ConvNet(mean=MEAN, std=STD)
+    net.features[1].weight.requires_grad_(False)
+    net.eval()
+    blank = blank_copy(net)
+    pairs = list(zip(net.state_dict().values(), blank.state_dict().values()))
+    assert all(a.shape == b.shape and a.data_ptr() != b.data_ptr() for a, b in pairs)
+    assert torch.equal(blank.features[0].mean, net.features[0].mean)  # buffers copied
+    assert [p.requires_grad for p in blank.parameters()] == [p.requires_grad
+                                                             for p in net.parameters()]
+    assert not blank.training and isinstance(blank.features[1].weight, torch.nn.Parameter)
+    handle = blank.features[1].register_forward_hook(lambda *args: None)
+    assert not net.features[1]._forward_hooks  # hooks of its own
+    handle.remove()
+    blank.features.add_module("extra", torch.nn.Identity())
+    assert "extra" not in net.features._modules
+
+
+def test_redraw_refuses_a_module_whose_start_it_does_not_know():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Embedding(5, 2))
+    with pytest.raises(TypeError, match="Embedding"):
+        redraw(net, generator(0))

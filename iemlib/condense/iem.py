@@ -88,16 +88,20 @@ def condense(task: CondenseTask, settings: CondenseSettings) -> CondenseResult:
 
     def run() -> CondenseResult:
         networks = initial_networks(task, settings, saved)
+        unperturbed = settings.perturb == "none" or settings.alpha == 0
+        # the networks to perturb, on the CPU: an iteration's draws are host work
+        hosts = [] if unperturbed else [copy.deepcopy(net).cpu() for net in networks]
 
         def network_for(iteration: int, generator: torch.Generator) -> nn.Module:
             if networks:
-                base = networks[int(torch.randint(len(networks), (1,), generator=generator))]
-            else:
-                base = random_network(task, settings, "iem-network", "fresh", iteration)
-            if settings.perturb == "none" or settings.alpha == 0:
+                k = int(torch.randint(len(networks), (1,), generator=generator))
+                if unperturbed:
+                    return networks[k]
+                return perturb(hosts[k], settings.alpha, settings.perturb, generator)
+            base = random_network(task, settings, "iem-network", "fresh", iteration, device="cpu")
+            if unperturbed:
                 return base
-            return perturb(base, settings.alpha, settings.perturb, generator,
-                           in_place=not networks)
+            return perturb(base, settings.alpha, settings.perturb, generator, in_place=True)
 
         extra = {"networks": [net.state_dict() for net in networks]}
         return distribution_matching("iem", task, settings, network_for, saved, extra)

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import functools
+
+import torch
 from torch import nn
 
 from ..augment import DSA
 from ..classification import augmented_cross_entropy
 from ..devices import module_to_device
-from ..models import Classifier, build_backbone
+from ..models import Classifier, blank_copy, build_backbone, redraw
 from ..seeding import generator, seeded
 from ..training import fit
 from .base import CondenseSettings, CondenseTask
 
 
-def random_network(task: CondenseTask, settings: CondenseSettings, *parts: object) -> nn.Module:
-    """A randomly initialised backbone, seeded by (seed, parts), frozen, on the task's device."""
+def random_network(task: CondenseTask, settings: CondenseSettings, *parts: object,
+                   device: torch.device | str | None = None) -> nn.Module:
+    """A randomly initialised backbone, seeded by (seed, parts), frozen, on ``device`` (default:
+    the task's). It draws from its own generator only (the values of a backbone built under
+    ``seeded(seed, *parts)``), so it may be made on a worker thread."""
     channels, size = task.train.images.shape[1], task.train.images.shape[-1]
-    with seeded(task.seed, *parts):
-        net = build_backbone(settings.backbone, channels=channels, image_size=size,
-                             mean=task.mean, std=task.std)
-    return freeze(module_to_device(net, task.device))
+    template = _template(settings.backbone, channels, size, tuple(task.mean), tuple(task.std))
+    net = redraw(blank_copy(template), generator(task.seed, *parts))
+    return freeze(module_to_device(net, task.device if device is None else device))
+
+
+@functools.lru_cache(maxsize=8)
+def _template(backbone: str, channels: int, image_size: int, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> nn.Module:
+    """A backbone of that shape on the CPU to copy (built once, leaving the global generator
+    as it was)."""
+    with seeded("template"):
+        return build_backbone(backbone, channels=channels, image_size=image_size, mean=mean,
+                              std=std)
 
 
 def freeze(net: nn.Module) -> nn.Module:
