@@ -172,7 +172,7 @@ def redraw(net: nn.Module, generator: torch.Generator) -> nn.Module:
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
             elif isinstance(module, NORMS):
                 module.reset_parameters()
-            elif any(True for _ in module.parameters(recurse=False)):
+            elif next(module.parameters(recurse=False), None) is not None:
                 raise TypeError(f"redraw does not know how {type(module).__name__} starts")
         if isinstance(net, ResNetAP):
             he_normal(net, generator)
