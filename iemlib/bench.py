@@ -12,13 +12,18 @@ baseline / ours:
               losses must agree. Also FLOPs, achieved GFLOP/s and a measured matmul peak.
               Each timed iteration waits for the device; on a GPU both are also timed
               ``BACK_TO_BACK`` iterations at a time, with no wait between them, as a loop runs.
+``loop``      a whole DM run (``loop_iterations`` iterations: a fresh network, the loss, the image
+              step): main_DM.py's loop against ``condense("dm")`` in each variant, setup
+              included, a second an iteration; both reach the same images. On a GPU each
+              variant runs with its host draws made ahead on worker threads (the default) and
+              in turn (``CondenseTask.draw_ahead`` 0).
 ``map``       mAP@all: DeepHash-pytorch's ``CalcTopMap`` in numpy (a loop over queries, stable
               argsort) against ``retrieval.mean_average_precision``; the values must agree.
 ``encode``    hash codes (images a second): DeepHash-pytorch's ``compute_result`` (batches of
               64, autograd on) against the library's ``hashing.encode``.
 ``memory``    peak memory of a short DM run (a fresh process each: RSS high-water mark on the
-              CPU, ``torch.cuda.max_memory_allocated`` on a GPU): a reference-style loop against
-              ``condense.dm.condense``.
+              CPU, ``torch.cuda.max_memory_allocated`` on a GPU): main_DM.py's loop against
+              ``condense("dm")``.
 
 On the CPU glibc's allocator costs 2.4x unless big buffers stay on the heap; ``tune_allocator``
 sets that up (from MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, else with ``mallopt``).
@@ -29,12 +34,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import os
 import statistics
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -59,7 +65,7 @@ from .retrieval import mean_average_precision
 from .seeding import generator, seeded
 from .training import as_float
 
-BENCHMARKS = ("condense", "map", "encode", "memory")
+BENCHMARKS = ("condense", "loop", "map", "encode", "memory")
 DATA_SOURCES = ("auto", "cifar10", "random")
 # (loss, gradient) tolerances against the fp32 baseline, by (precision, device type): the loss
 # relative, the image gradient normwise. fp32 on the CPU computes the same thing in another
@@ -98,6 +104,7 @@ class Sizes:
     encode_images: int = 500
     resnet_size: int = 64
     memory_iterations: int = 3
+    loop_iterations: int = 10
     peak_size: int = 4096
     data: str = "auto"
     variants: tuple[str, ...] | None = None   # condensation variants (None: all, see VARIANTS)
@@ -146,12 +153,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                back_to_back: int = 1) -> dict[str, list[float]]:
-    """Seconds of each run: one untimed warm-up each, then ``repeats`` rounds taking turns. A
-    round times ``back_to_back`` calls of a run with no wait for the device between them (as a
-    loop makes them: the host queues the next while the device works) and divides by their
-    number; with 1, each call waits for the device, so its time also counts the device's tail."""
-    for run in runs.values():
+                back_to_back: int = 1, warm_up: bool = True) -> dict[str, list[float]]:
+    """Seconds of each run: one untimed warm-up each (``warm_up``; off where the caller has run
+    them), then ``repeats`` rounds taking turns. A round times ``back_to_back`` calls of a run
+    with no wait for the device between them (as a loop makes them: the host queues the next
+    while the device works) and divides by their number; with 1, each call waits for the
+    device, so its time also counts the device's tail."""
+    for run in runs.values() if warm_up else ():
         run()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
@@ -391,6 +399,109 @@ def condense_benchmark(sizes: Sizes, device: torch.device) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# the condensation loop
+# --------------------------------------------------------------------------------------------
+# a run's outcome: its final images (on the CPU) and each iteration's loss
+RunOutcome = tuple[torch.Tensor, list[float]]
+
+
+def reference_run(task: CondenseTask, sizes: Sizes, iterations: int) -> RunOutcome:
+    """main_DM.py's loop: a fresh network, the reference loss, SGD on the images and the loss
+    read back (``loss.item()``), each iteration. Its images are pixels in [0, 1] stepped as
+    ``optimise_images`` steps them (the gradient scaled by std², main_DM.py's step on normalised
+    images, then a clamp), so that both loops reach the same images."""
+    settings = bench_settings(sizes, iterations)
+    images = task.initial_set(settings.ipc).images.to(task.device).requires_grad_(True)
+    optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
+    scale = torch.tensor(task.std, device=task.device).view(1, -1, 1, 1) ** 2
+    real = as_float(task.train.images).to(task.device)
+    members, dsa = task.class_indices(), DSA(mean=task.mean, std=task.std)
+    losses = []
+    for iteration in range(settings.iterations):
+        net = random_network(task, settings, "dm-network", iteration)
+        loss = reference_loss(real, members, images, settings.ipc, settings.real_batch, dsa, net,
+                              generator(task.seed, "dm", "iteration", iteration))
+        optimiser.zero_grad()
+        loss.backward()
+        images.grad.mul_(scale)
+        optimiser.step()
+        with torch.no_grad():
+            images.clamp_(0, 1)
+        losses.append(loss.item())
+    return images.detach().cpu(), losses
+
+
+def library_run(task: CondenseTask, settings: CondenseSettings) -> RunOutcome:
+    result = condense("dm", task, settings)
+    return result.synthetic.images, result.history
+
+
+def run_agreement(baseline: RunOutcome, ours: RunOutcome, initial: torch.Tensor, rtol: float,
+                  image_rtol: float) -> dict:
+    """Two runs from the same ``initial`` images agree when every iteration's loss is within
+    ``rtol`` (relative) and the change of the images within ``image_rtol`` (normwise)."""
+    (images_b, losses_b), (images_o, losses_o) = baseline, ours
+    loss_diff = max((abs(b - o) / max(abs(b), 1e-12) for b, o in zip(losses_b, losses_o)),
+                    default=0.0)
+    image_diff = float((images_o - images_b).norm() / (images_b - initial).norm().clamp(min=1e-12))
+    same_length = len(losses_b) == len(losses_o)
+    return {"loss_rel_diff": loss_diff, "image_rel_diff": image_diff, "rtol": rtol,
+            "image_rtol": image_rtol, "iterations_match": same_length,
+            "ok": same_length and loss_diff <= rtol and image_diff <= image_rtol}
+
+
+def loop_runs(task: CondenseTask, sizes: Sizes, device: torch.device
+              ) -> dict[str, tuple[str, Callable[[], RunOutcome]]]:
+    """The library's runs, name -> (precision, run): each variant with its draws made as the
+    device's default, and on a GPU also in turn (``draw_ahead`` 0)."""
+    runs = {}
+    for name, (precision, mode) in variants_for(device, sizes.variants).items():
+        settings = replace(bench_settings(sizes, sizes.loop_iterations), precision=precision,
+                           compile_mode=mode)
+        for label, ahead in [(name, None)] + ([(f"{name}, drawn in turn", 0)]
+                                              if asynchronous(device) else []):
+            variant_task = replace(task, draw_ahead=ahead)
+            runs[label] = precision, lambda t=variant_task, s=settings: library_run(t, s)
+    return runs
+
+
+def loop_benchmark(sizes: Sizes, device: torch.device) -> dict:
+    """Whole DM runs, a second an iteration: the reference loop against each of the library's
+    runs (``loop_runs``), checked to reach the same images (the gradient's tolerance) with the
+    same losses. The first run of each checks it and warms it up (compiles, records graphs)."""
+    split, source = bench_split(sizes)
+    task = bench_task(split, sizes, device)
+    initial = task.initial_set(sizes.ipc).images
+    baseline = functools.partial(reference_run, task, sizes, sizes.loop_iterations)
+    reference = baseline()
+    runs: dict[str, Callable[[], object]] = {"baseline": baseline}
+    report: dict[str, dict] = {}
+    for name, (precision, run) in loop_runs(task, sizes, device).items():
+        report[name] = {"precision": precision}
+        try:
+            report[name]["check"] = run_agreement(reference, run(), initial,
+                                                  *tolerance(precision, device))
+            runs[name] = run
+        except Exception as error:  # a compiler missing on this machine, say: say so, go on
+            report[name]["error"] = f"{type(error).__name__}: {error}"
+    seconds = interleaved(runs, sizes.repeats, device, warm_up=False)
+    seconds = {name: [t / sizes.loop_iterations for t in ts] for name, ts in seconds.items()}
+    for name in runs.keys() - {"baseline"}:
+        report[name].update(seconds=statistics.median(seconds[name]),
+                            speedup=ratio(seconds["baseline"], seconds[name]))
+    holding = [n for n, r in report.items() if "seconds" in r and r["check"]["ok"]]
+    chosen = min(holding or runs.keys() - {"baseline"}, key=lambda n: report[n]["seconds"])
+    defaults_hold = all(r["check"]["ok"] for r in report.values()
+                        if r["precision"] == "fp32" and "check" in r)
+    return {"data": source, "iterations": sizes.loop_iterations,
+            "seconds_baseline": statistics.median(seconds["baseline"]),
+            "seconds_ours": report[chosen]["seconds"], "variant": chosen,
+            "speedup": report[chosen]["speedup"], "variants": report,
+            "check": {**report[chosen]["check"], "ok": bool(holding) and defaults_hold},
+            "timings": seconds}
+
+
+# --------------------------------------------------------------------------------------------
 # retrieval
 # --------------------------------------------------------------------------------------------
 def structured_codes(n: int, bits: int, classes: int,
@@ -492,22 +603,6 @@ def encode_benchmark(sizes: Sizes, device: torch.device) -> dict:
 # --------------------------------------------------------------------------------------------
 # memory
 # --------------------------------------------------------------------------------------------
-def reference_run(task: CondenseTask, sizes: Sizes) -> None:
-    """main_DM.py's loop: a fresh network, the reference loss, SGD on the images, each iteration."""
-    settings = bench_settings(sizes, sizes.memory_iterations)
-    images = task.initial_set(settings.ipc).images.to(task.device).requires_grad_(True)
-    optimiser = torch.optim.SGD([images], lr=settings.lr, momentum=settings.momentum)
-    real = as_float(task.train.images).to(task.device)
-    members, dsa = task.class_indices(), DSA(mean=task.mean, std=task.std)
-    for iteration in range(settings.iterations):
-        net = random_network(task, settings, "dm-network", iteration)
-        loss = reference_loss(real, members, images, settings.ipc, settings.real_batch, dsa, net,
-                              generator(task.seed, "dm", "iteration", iteration))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-
-
 def peak_memory(kind: str, split: Split, sizes: Sizes, device: str, threads: int) -> dict:
     """In a fresh process: memory in use before a short run, and its high-water mark (MB)."""
     tune_allocator()
@@ -518,7 +613,7 @@ def peak_memory(kind: str, split: Split, sizes: Sizes, device: str, threads: int
         torch.cuda.reset_peak_memory_stats(task.device)
     before = torch.cuda.memory_allocated(task.device) if cuda else rss_high_water(reset=True)
     if kind == "baseline":
-        reference_run(task, sizes)
+        reference_run(task, sizes, sizes.memory_iterations)
     else:
         condense("dm", task, bench_settings(sizes, sizes.memory_iterations))
     peak = torch.cuda.max_memory_allocated(task.device) if cuda else rss_high_water()
@@ -552,8 +647,8 @@ def memory_benchmark(sizes: Sizes, device: torch.device) -> dict:
 # --------------------------------------------------------------------------------------------
 # the whole run
 # --------------------------------------------------------------------------------------------
-RUNNERS = {"condense": condense_benchmark, "map": map_benchmark, "encode": encode_benchmark,
-           "memory": memory_benchmark}
+RUNNERS = {"condense": condense_benchmark, "loop": loop_benchmark, "map": map_benchmark,
+           "encode": encode_benchmark, "memory": memory_benchmark}
 
 
 def run_benchmarks(sizes: Sizes, only: tuple[str, ...] = BENCHMARKS, device: str = "auto",
@@ -583,9 +678,11 @@ def summarise(results: dict) -> dict:
     def get(name: str, key: str) -> object:
         return results.get(name, {}).get(key)
 
-    checked = [results.get("condense"), results.get("map"), *results.get("encode", {}).values()]
+    checked = [results.get("condense"), results.get("loop"), results.get("map"),
+               *results.get("encode", {}).values()]
     timings = {name: pop_timings(results[name]) for name in BENCHMARKS if name in results}
     return {"condense_speedup": get("condense", "speedup"), "map_speedup": get("map", "speedup"),
+            "loop_speedup": get("loop", "speedup"),
             "condense_gflops": get("condense", "gflops"),
             "peak_gflops": get("condense", "peak_gflops"), "memory_ratio": get("memory", "ratio"),
             "checks_ok": all(r["check"]["ok"] for r in checked if r), **results,
@@ -605,7 +702,8 @@ HEADER = ("benchmark", "baseline", "ours", "ratio", "check")
 
 def result_rows(results: dict) -> list[tuple[str, ...]]:
     """One row a measurement (columns as ``HEADER``), as the table prints them."""
-    return condense_rows(results) + map_rows(results) + encode_rows(results) + memory_rows(results)
+    return (condense_rows(results) + loop_rows(results) + map_rows(results)
+            + encode_rows(results) + memory_rows(results))
 
 
 def table(results: dict) -> str:
@@ -624,20 +722,36 @@ def verdict(check: dict) -> str:
 def condense_rows(results: dict) -> list[tuple[str, ...]]:
     if "condense" not in results:
         return []
-    r, s = results["condense"], results["sizes"]
-    title = f"DM iteration ({s['classes']}x{s['real_per_class']} real, ipc {s['ipc']})"
+    s = results["sizes"]
+    return variant_rows(
+        results["condense"], f"DM iteration ({s['classes']}x{s['real_per_class']} real, ipc "
+        f"{s['ipc']})", lambda c: f"loss {c['loss_ours']:.6g}, rel diff {c['loss_rel_diff']:.1e} "
+        f"(grad {c['grad_rel_diff']:.1e}, tol {c['rtol']:g}/{c['grad_rtol']:g}, draws "
+        f"{'match' if c['draws_match'] else 'DIFFER'})")
+
+
+def loop_rows(results: dict) -> list[tuple[str, ...]]:
+    if "loop" not in results:
+        return []
+    r = results["loop"]
+    return variant_rows(
+        r, f"DM run ({r['iterations']} iterations), an iteration",
+        lambda c: f"losses rel diff {c['loss_rel_diff']:.1e}, images {c['image_rel_diff']:.1e} "
+        f"(tol {c['rtol']:g}/{c['image_rtol']:g})")
+
+
+def variant_rows(r: dict, title: str, describe: Callable[[dict], str]) -> list[tuple[str, ...]]:
+    """A row a variant of a benchmark timed in several (``describe`` words its check); * marks
+    the headline."""
     rows = []
     for name, v in r["variants"].items():
         label = f"{title}, ours {name}{' *' if name == r['variant'] else ''}"
         if "error" in v:
-            rows.append((label, f"{r['seconds_baseline']:.4f} s", "-", "-", f"not run: {v['error']}"))
+            rows.append((label, f"{r['seconds_baseline']:.4f} s", "-", "-",
+                         f"not run: {v['error']}"))
             continue
-        c = v["check"]
         rows.append((label, f"{r['seconds_baseline']:.4f} s", f"{v['seconds']:.4f} s",
-                     f"{v['speedup']:.2f}x",
-                     f"{verdict(c)}: loss {c['loss_ours']:.6g}, rel diff {c['loss_rel_diff']:.1e} "
-                     f"(grad {c['grad_rel_diff']:.1e}, tol {c['rtol']:g}/{c['grad_rtol']:g}, draws "
-                     f"{'match' if c['draws_match'] else 'DIFFER'})"))
+                     f"{v['speedup']:.2f}x", f"{verdict(v['check'])}: {describe(v['check'])}"))
     return rows
 
 
@@ -687,6 +801,12 @@ def footnotes(results: dict) -> list[str]:
             notes.append(f"condense, {BACK_TO_BACK} iterations back to back (no wait for the "
                          "device between them, as the loop runs them), baseline / ours: "
                          + ", ".join(f"{n} {x:.2f}x" for n, x in back_to_back.items()))
+    if "loop" in results:
+        notes.append(f"loop: {results['loop']['data']}; whole runs, setup included, over their "
+                     "iterations; the baseline reads each iteration's loss back (loss.item()), "
+                     "the library one a checkpoint; on a GPU the library draws each iteration's "
+                     "network and batches ahead on worker threads unless 'drawn in turn'; "
+                     "images: the final images' distance over how far the baseline's moved")
     for name, p in results.get("condense", {}).get("profile", {}).items():
         for clock, q in [(p["clock"], p), *([("host", p["host"])] if "host" in p else [])]:
             notes.append(f"profile {name}: {q['ms']:.2f} ms of {clock} self time an iteration; "
@@ -718,6 +838,7 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
                             ("encode_images", "encode: images"),
                             ("resnet_size", "encode: ResNetAP-10 image size"),
                             ("memory_iterations", "memory: DM iterations"),
+                            ("loop_iterations", "loop: DM iterations a timed run"),
                             ("peak_size", "the matmul that measures the fp32 peak")):
         default = getattr(d, name)
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default,

@@ -269,9 +269,10 @@ if unknown:
 
 # %% [markdown]
 # ## How fast is the library itself?
-# `python -m iemlib bench` (`make bench`) times one DM/IEM iteration, mAP over the whole
-# database, encoding and peak memory against baselines written the way the public reference
-# code does it, on the same machine in the same run, and checks that both compute the same
+# `python -m iemlib bench` (`make bench`) times one DM/IEM iteration, a whole short DM run
+# (the loop around it too: a fresh network, the draws and the image step each iteration; runs
+# recorded before that benchmark existed have no such rows), mAP over the whole database,
+# encoding and peak memory against baselines written the way the public reference code does it, on the same machine in the same run, and checks that both compute the same
 # thing (see the README). Each run it has recorded under `results/bench/` is below, with its
 # machine; a ratio above 1 means the library is faster (for memory: uses less). The second H200
 # run also timed an experiment that is no longer in the library, the whole iteration (both
@@ -281,7 +282,7 @@ if unknown:
 # other way: a later profile on an H200 found the GPU idle for most of a `bf16+compile`
 # iteration while the host launched small DSA calls, so on CUDA the compiled forward now runs
 # the siamese DSA inside itself (`DSA.apply_mixed`), and DM's loss with its gradient is one
-# compiled function of both branches; the runs below predate that change.
+# compiled function of both branches; the H200 runs below predate that change.
 
 # %%
 runs = {path.name: json.loads(path.read_text())

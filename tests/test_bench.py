@@ -16,18 +16,22 @@ from iemlib import bench
 from iemlib.__main__ import main
 from iemlib.bench import (MAP_ATOL, PROFILE_TOP, TOLERANCES, VARIANTS,
                           Sizes, agreement, bench_split, bench_task, bench_settings,
-                          iteration_steps, map_pair, one_hot, profile_steps, reference_map,
-                          structured_codes, tolerance, variants_for)
+                          iteration_steps, library_run, map_pair, one_hot, profile_steps,
+                          reference_map, reference_run, run_agreement, structured_codes,
+                          tolerance, variants_for)
+from iemlib.condense.base import GPU_DRAW_AHEAD
 from iemlib.condense.networks import random_network
 from iemlib.retrieval import hamming_distance, mean_average_precision
 from iemlib.seeding import generator
 
 FP32_LOSS, _ = TOLERANCES["fp32", "cpu"]
 TINY = Sizes(classes=2, real_per_class=8, ipc=2, queries=20, database=300, bits=(8,), repeats=1,
-             encode_images=8, resnet_size=16, memory_iterations=1, peak_size=64, data="random")
+             encode_images=8, resnet_size=16, memory_iterations=1, loop_iterations=2, peak_size=64,
+             data="random")
 TINY_ARGS = ["--classes", "2", "--real-per-class", "8", "--ipc", "2", "--queries", "20",
              "--database", "300", "--bits", "8", "16", "--repeats", "1", "--encode-images", "8",
-             "--resnet-size", "16", "--memory-iterations", "1", "--peak-size", "64",
+             "--resnet-size", "16", "--memory-iterations", "1", "--loop-iterations", "1",
+             "--peak-size", "64",
              "--data", "random"]
 
 
@@ -105,6 +109,52 @@ def test_on_a_gpu_the_condensation_is_also_timed_back_to_back(monkeypatch):
     assert any(f"{bench.BACK_TO_BACK} iterations back to back" in n and "fp32" in n for n in notes)
 
 
+@pytest.fixture(scope="module")
+def loop_task():
+    return bench_task(bench_split(TINY)[0], TINY, torch.device("cpu"))
+
+
+def test_the_reference_loop_reaches_the_librarys_images(loop_task):
+    initial = loop_task.initial_set(TINY.ipc).images
+    reference = reference_run(loop_task, TINY, 3)
+    ours = library_run(loop_task, bench_settings(TINY, 3))
+    check = run_agreement(reference, ours, initial, *TOLERANCES["fp32", "cpu"])
+    assert check["ok"] and len(reference[1]) == 3
+    assert (reference[0] - initial).abs().max() > 1e-3  # the images moved
+    assert check["image_rel_diff"] <= 1e-5 and check["loss_rel_diff"] <= 1e-5
+
+
+def test_the_loop_check_fails_on_other_images_or_losses(loop_task):
+    initial = loop_task.initial_set(TINY.ipc).images
+    images, losses = reference_run(loop_task, TINY, 2)
+    halfway = initial + (images - initial) * 0.9  # a tenth short of the baseline's step
+    assert not run_agreement((images, losses), (halfway, losses), initial, 1e-4, 5e-2)["ok"]
+    assert not run_agreement((images, losses), (images, [losses[0], losses[1] * 1.01]),
+                             initial, 1e-4, 5e-2)["ok"]
+    short = run_agreement((images, losses), (images, losses[:1]), initial, 1e-4, 5e-2)
+    assert not short["ok"] and not short["iterations_match"]
+
+
+def test_on_a_gpu_the_loop_is_also_timed_with_its_draws_in_turn(monkeypatch):
+    monkeypatch.setattr(bench, "asynchronous", lambda device: True)  # as on CUDA
+    monkeypatch.setattr("iemlib.condense.base.asynchronous", lambda device: True)
+    ahead_seen = []
+    original = bench.library_run
+
+    def spy(task, settings):
+        ahead_seen.append(task.draws_ahead)
+        return original(task, settings)
+
+    monkeypatch.setattr(bench, "library_run", spy)
+    result = bench.loop_benchmark(replace(TINY, variants=("fp32",)), torch.device("cpu"))
+    assert set(result["variants"]) == {"fp32", "fp32, drawn in turn"}
+    assert all(v["check"]["ok"] and v["speedup"] > 0 for v in result["variants"].values())
+    assert set(ahead_seen) == {GPU_DRAW_AHEAD, 0}  # the default on a GPU, and in turn
+    assert len(ahead_seen) == 2 * (1 + TINY.repeats)  # a checked warm-up, then the repeats
+    rows = bench.loop_rows({"loop": result})
+    assert ["drawn in turn" in r[0] for r in rows] == [False, True]
+
+
 def test_tolerances_follow_the_precision_and_the_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert tolerance("fp32", cpu) == (1e-4, 1e-4)  # the same sums in another order
@@ -146,9 +196,10 @@ def test_cli_writes_the_json(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "DM iteration" in done.stdout and "mAP@all 16 bits" in done.stdout
+    assert "DM run (1 iterations)" in done.stdout
     results = json.loads(out.read_text())
-    for key in ("condense_speedup", "map_speedup", "device", "condense_gflops", "peak_gflops",
-                "memory_ratio", "timings"):
+    for key in ("condense_speedup", "map_speedup", "loop_speedup", "device", "condense_gflops",
+                "peak_gflops", "memory_ratio", "timings"):
         assert results[key], key
     assert results["checks_ok"] and results["condense"]["check"]["draws_match"]
     variants = results["condense"]["variants"]
@@ -156,9 +207,11 @@ def test_cli_writes_the_json(tmp_path):
     assert results["condense"]["variant"] in variants
     assert set(results["map"]["by_bits"]) == {"8", "16"}
     timings = results["timings"]
-    assert set(timings) == {"condense", "map", "encode"}
-    seconds = [t for run in (timings["condense"], *timings["map"]["by_bits"].values(),
-                             *timings["encode"].values()) for ts in run.values() for t in ts]
+    assert set(timings) == {"condense", "loop", "map", "encode"}
+    assert set(results["loop"]["variants"]) == set(VARIANTS)
+    runs = (timings["condense"], timings["loop"], *timings["map"]["by_bits"].values(),
+            *timings["encode"].values())
+    seconds = [t for run in runs for ts in run.values() for t in ts]
     assert seconds and all(t > 0 for t in seconds)
     assert all(results["memory"][k]["peak_mb"] > 0 for k in ("baseline", "ours"))
 
@@ -172,6 +225,7 @@ def test_cli_writes_the_json(tmp_path):
     (["--queries", "many"], "invalid int value: 'many'"),
     (["--variants", "fp16"], "invalid choice: 'fp16'"),
     (["--profile", "0"], "--profile must be >= 1"),
+    (["--loop-iterations", "0"], "--loop-iterations must be >= 1"),
 ])
 def test_bad_options_fail_clearly(args, message, capsys):
     try:
