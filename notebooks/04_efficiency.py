@@ -272,8 +272,9 @@ if unknown:
 # `python -m iemlib bench` (`make bench`) times one DM/IEM iteration, a whole short DM run
 # (the loop around it too: a fresh network, the draws and the image step each iteration; runs
 # recorded before that benchmark existed have no such rows), mAP over the whole database,
-# encoding and peak memory against baselines written the way the public reference code does it, on the same machine in the same run, and checks that both compute the same
-# thing (see the README). Each run it has recorded under `results/bench/` is below, with its
+# encoding and peak memory against baselines written the way the public reference code does
+# it, on the same machine in the same run, and checks that both compute the same thing (see
+# the README). Each run it has recorded under `results/bench/` is below, with its
 # machine; a ratio above 1 means the library is faster (for memory: uses less). The second H200
 # run also timed an experiment that is no longer in the library, the whole iteration (both
 # branches and the backward) captured as one CUDA graph (`fp32+graph`, `bf16+graph`): no faster
