@@ -45,7 +45,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
                  weight_decay=settings.weight_decay,
                  generator=generator(seed, "classifier-training"), device=device,
                  progress=progress, desc="classifier training")
-    return net, losses
+    return net, losses.tolist()
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,

@@ -50,12 +50,15 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         steps: int, batch_size: int, lr: float = 1e-3, weight_decay: float = 0.0,
         generator: torch.Generator, device: torch.device | str = "cpu",
         extra_parameters: list[nn.Parameter] | None = None, progress: bool = True,
-        desc: str = "train", optimizer: torch.optim.Optimizer | None = None) -> list[float]:
-    """Adam with a cosine schedule for ``steps`` mini-batches; returns the loss of every step.
+        desc: str = "train", optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+    """Adam with a cosine schedule for ``steps`` mini-batches; returns the loss of every step,
+    a tensor on ``device`` (reading it waits for a GPU to finish; ``fit`` itself reads one loss
+    every ``LOSS_EVERY`` steps for the progress bar, and none without it).
 
-    ``optimizer`` continues an existing optimiser instead (e.g. SGD whose momentum carries over
-    from call to call), at its own learning rate and without a schedule; ``lr``,
-    ``weight_decay`` and ``extra_parameters`` are then not used.
+    ``images`` may be on the host or already on ``device`` (then each batch is gathered and
+    converted there). ``optimizer`` continues an existing optimiser instead (e.g. SGD whose
+    momentum carries over from call to call), at its own learning rate and without a schedule;
+    ``lr``, ``weight_decay`` and ``extra_parameters`` are then not used.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
@@ -70,7 +73,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
     bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
                disable=not progress, leave=False)
     for step, index in enumerate(bar, 1):
-        x = to_device(as_float(images[index]), device)
+        x = to_device(as_float(images[to_device(index, images.device)]), device)
         loss = objective(model, x, to_device(labels[index], device), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,7 +84,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         if progress and step % LOSS_EVERY == 0:
             bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
     model.eval()
-    return torch.stack(losses).tolist()
+    return torch.stack(losses)
 
 
 @torch.no_grad()

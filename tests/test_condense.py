@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from iemlib.condense import METHODS, CondenseSettings, CondenseTask, Interrupted, condense
+from iemlib.condense import gradient_matching, networks
 from iemlib.condense.base import GPU_DRAW_AHEAD
 from iemlib.condense.engine import run_means
 from iemlib.condense.iem import perturb, perturbation
@@ -138,6 +139,24 @@ def test_draws_are_made_ahead_by_default_only_on_a_gpu(tiny_protocol):
     assert make_task(tiny_protocol).draws_ahead == 0
     assert make_task(tiny_protocol, device="cuda").draws_ahead == GPU_DRAW_AHEAD > 0
     assert make_task(tiny_protocol, device="cuda", draw_ahead=0).draws_ahead == 0
+
+
+@pytest.mark.parametrize("method,module,settings", [
+    ("idc", gradient_matching, replace(SMALL, iterations=3, outer_loop=3, inner_loop=2)),
+    ("iem", networks, replace(SMALL, iterations=1, network="early")),
+])
+def test_networks_train_on_the_training_set_where_the_task_keeps_it(tiny_protocol, monkeypatch,
+                                                                    method, module, settings):
+    """IDC's network between image steps and IEM's early networks train on real batches: they
+    gather them from the task's copy on its device (on a GPU, no host gather, conversion and
+    copy a step)."""
+    task, trained_on = make_task(tiny_protocol), []
+    task.device_images = task.train.images.clone()  # the device's copy (on the CPU, the set)
+    fit = module.fit
+    monkeypatch.setattr(module, "fit", lambda model, images, *args, **kwargs:
+                        trained_on.append(images) or fit(model, images, *args, **kwargs))
+    condense(method, task, settings)
+    assert trained_on and all(images is task.device_images for images in trained_on)
 
 
 def test_resume_refuses_another_configuration_and_corrupt_files(tiny_protocol, tmp_path):

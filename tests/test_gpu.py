@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from iemlib import kernels
 from iemlib.bench import structured_codes
@@ -17,6 +18,7 @@ from iemlib.devices import module_to_device, pinned, to_device
 from iemlib.models import build_backbone
 from iemlib.retrieval import mean_average_precision
 from iemlib.seeding import seeded
+from iemlib.training import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -127,6 +129,24 @@ def test_draws_made_ahead_give_the_run_drawn_in_turn_on_cuda(compile_mode):
                                rtol=1e-4, atol=0)
     torch.testing.assert_close(ahead.synthetic.images, in_turn.synthetic.images,
                                rtol=0, atol=1e-4)
+
+
+def test_fit_on_images_held_on_the_gpu_equals_fit_from_the_host():
+    """IDC's and IEM's networks gather their real batches from the task's copy on the GPU."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(64) % 4
+
+    def trained(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with seeded(0, "fit"):
+            model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4))
+        losses = fit(model, data, labels, lambda m, x, y, _: F.cross_entropy(m(x), y), steps=5,
+                     batch_size=16, generator=torch.Generator().manual_seed(1), device="cuda",
+                     progress=False)
+        return losses.cpu(), model[1].weight.detach().cpu()
+
+    (host_losses, host_weight), (gpu_losses, gpu_weight) = trained(images), trained(images.cuda())
+    assert torch.equal(host_losses, gpu_losses) and torch.equal(host_weight, gpu_weight)
 
 
 def test_copies_go_through_fresh_pinned_buffers():

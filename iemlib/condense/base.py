@@ -102,13 +102,14 @@ class CondenseTask:
         return GPU_DRAW_AHEAD if asynchronous(self.device) else 0
 
     @cached_property
-    def _device_images(self) -> torch.Tensor:
+    def device_images(self) -> torch.Tensor:
+        """The training images on the task's device, as stored (uint8), copied there once: a
+        batch is gathered and converted there, not on the host."""
         return self.train.images.to(self.device)
 
     def real_images(self, chosen: torch.Tensor) -> torch.Tensor:
-        """Training images ``chosen`` as float in [0, 1] on the task's device (the training set
-        is copied there once, as it is stored)."""
-        return as_float(self._device_images[to_device(chosen, self.device)])
+        """Training images ``chosen`` as float in [0, 1] on the task's device."""
+        return as_float(self.device_images[to_device(chosen, self.device)])
 
     def class_indices(self) -> list[torch.Tensor]:
         return [torch.nonzero(self.train.labels == c).flatten() for c in range(self.num_classes)]

@@ -218,7 +218,7 @@ class MatchingNetwork:
             self.start(refresh)
             return self.net
         if self.training.on_real:
-            data, labels = self.task.train.images, self.task.train.labels
+            data, labels = self.task.device_images, self.task.train.labels
         else:
             data, labels = self.synthetic.decode(images.detach())
         fit(self.net, data, labels, self.objective, steps=self.settings.inner_loop,

@@ -52,7 +52,7 @@ def early_network(task: CondenseTask, settings: CondenseSettings, index: int) ->
         parameter.requires_grad_(True)
     with seeded(task.seed, "early-classifier", index):
         model = Classifier(backbone, task.num_classes)
-    fit(model, task.train.images, task.train.labels,
+    fit(model, task.device_images, task.train.labels,
         augmented_cross_entropy(DSA(mean=task.mean, std=task.std)),
         steps=settings.early_steps, batch_size=256, lr=1e-3,
         generator=generator(task.seed, "early-network", index), device=task.device,

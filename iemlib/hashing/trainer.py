@@ -45,7 +45,7 @@ def train_hashing(images: torch.Tensor, labels: torch.Tensor, *, bits: int, num_
                  weight_decay=settings.weight_decay, generator=generator(seed, "hash-training"),
                  device=device, extra_parameters=list(objective.parameters()),
                  progress=progress, desc=f"{settings.loss} training")
-    return net, losses
+    return net, losses.tolist()
 
 
 def encode(net: HashNet, images: torch.Tensor, *, device: torch.device | str = "cpu",
