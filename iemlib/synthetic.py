@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .augment import decode_tiles, encode_tiles
+from .devices import to_device
 from .files import atomic_write
 
 FORMAT_VERSION = 1
@@ -124,7 +125,7 @@ def _rows(images: torch.Tensor, labels: torch.Tensor, c: int, per: int = 1) -> t
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         return images[int(rows[0]) * per:(int(rows[-1]) + 1) * per]
     rows = (rows.view(-1, 1) * per + torch.arange(per)).flatten()
-    return images[rows.to(images.device)]
+    return images[to_device(rows, images.device)]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

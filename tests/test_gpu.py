@@ -5,6 +5,8 @@ there is no GPU (CI); run them on a GPU machine with ``pytest tests/test_gpu.py`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,6 +111,38 @@ def test_iem_condenses_on_cuda():
     assert len(result.history) == 6 and all(torch.isfinite(torch.tensor(result.history)))
     assert result.synthetic.images.shape == (20, 3, 32, 32)
     assert result.synthetic.images.device.type == "cpu"
+
+
+# the CUDA runtime's calls in which the host waits for the device
+WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def _host_waits(method: str, settings: CondenseSettings) -> int:
+    """How often the host waits for the GPU in a run of ``method`` (a CUDA runtime call that
+    synchronises, counted by torch.profiler on every thread)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (120, 3, 16, 16), generator=g, dtype=torch.uint8)
+    task = CondenseTask(Split(images, torch.arange(3).repeat_interleave(40), torch.arange(120)),
+                        3, (0.5,) * 3, (0.5,) * 3, device="cuda", progress=False)
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        condense(method, task, settings)
+    return sum(event.count for event in profile.key_averages() if event.key in WAITS)
+
+
+@pytest.mark.parametrize("method,settings", [
+    ("dm", CondenseSettings(ipc=2, real_batch=8)),
+    ("iem", CondenseSettings(ipc=2, real_batch=8, factor=2, perturb="filter", alpha=0.05)),
+    ("dsa", CondenseSettings(ipc=2, real_batch=8, outer_loop=10, inner_loop=2)),
+    ("idc", CondenseSettings(ipc=2, real_batch=8, factor=2, outer_loop=10, inner_loop=2)),
+])
+def test_the_host_waits_for_the_gpu_no_more_in_a_longer_run(method, settings):
+    """An iteration queues its work without waiting for the last (IDC's CutMix, its synthetic
+    subsample, the network's training losses, DM's and IEM's draws): three more iterations
+    add no wait. The loss history is read at checkpoints (here only the end)."""
+    counts = [_host_waits(method, replace(settings, iterations=n, checkpoint_every=n))
+              for n in (2, 3, 6)]  # the first run is a warm-up (cuDNN, lazy initialisation)
+    assert counts[1] == counts[2], counts
 
 
 @pytest.mark.parametrize("compile_mode", ["default", "reduce-overhead"])

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import DSA, DSAParams
+from ..devices import module_to_device, to_device
 from ..models import Classifier
 from ..seeding import seeded
 from ..synthetic import SyntheticSet
@@ -152,7 +153,7 @@ def matching_loss(task: CondenseTask, settings: CondenseSettings, synthetic: Syn
         real = task.real_images(chosen)
         syn = synthetic.decode_class(images, c)
         if keep is not None:
-            syn = syn[keep.to(syn.device)]
+            syn = syn[to_device(keep, syn.device)]
         real, syn = siamese(transforms, real, syn, draws)
         g_real = [g.detach() for g in class_gradient(net, parameters, real, c)]
         g_syn = class_gradient(net, parameters, syn, c, create_graph=True)
@@ -167,7 +168,7 @@ def classifier(task: CondenseTask, settings: CondenseSettings, *parts: object) -
         parameter.requires_grad_(True)
     with seeded(task.seed, *parts, "classifier"):
         model = Classifier(backbone, task.num_classes)
-    return model.to(task.device).train()
+    return module_to_device(model, task.device).train()
 
 
 def cutmix_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -180,7 +181,7 @@ def cutmix_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     cx = int(torch.randint(w, (1,), generator=generator))
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-    order = torch.randperm(len(x), generator=generator).to(x.device)
+    order = to_device(torch.randperm(len(x), generator=generator), x.device)
     mixed = x.clone()
     mixed[:, :, top:bottom, left:right] = x[order, :, top:bottom, left:right]
     kept = 1 - (bottom - top) * (right - left) / (h * w)
