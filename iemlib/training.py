@@ -55,10 +55,11 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
     a tensor on ``device`` (reading it waits for a GPU to finish; ``fit`` itself reads one loss
     every ``LOSS_EVERY`` steps for the progress bar, and none without it).
 
-    ``images`` may be on the host or already on ``device`` (then each batch is gathered and
-    converted there). ``optimizer`` continues an existing optimiser instead (e.g. SGD whose
-    momentum carries over from call to call), at its own learning rate and without a schedule;
-    ``lr``, ``weight_decay`` and ``extra_parameters`` are then not used.
+    ``images`` go to ``device`` once, as they are (uint8 stays uint8), and each batch is
+    gathered and converted there; a caller that trains on one large set call after call keeps
+    it there (``CondenseTask.device_images``). ``optimizer`` continues an existing optimiser
+    instead (e.g. SGD whose momentum carries over from call to call), at its own learning rate
+    and without a schedule; ``lr``, ``weight_decay`` and ``extra_parameters`` are then not used.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
@@ -69,11 +70,12 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objective:
         optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-    losses = []  # on the device until the end
+    losses = []  # on the device
     bar = tqdm(batch_indices(len(labels), batch_size, steps, generator), total=steps, desc=desc,
                disable=not progress, leave=False)
+    images = to_device(images, device)
     for step, index in enumerate(bar, 1):
-        x = to_device(as_float(images[to_device(index, images.device)]), device)
+        x = as_float(images[to_device(index, device)])
         loss = objective(model, x, to_device(labels[index], device), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
