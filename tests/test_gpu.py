@@ -6,6 +6,7 @@ there is no GPU (CI); run them on a GPU machine with ``pytest tests/test_gpu.py`
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from iemlib.devices import module_to_device, pinned, to_device
 from iemlib.models import build_backbone
 from iemlib.retrieval import mean_average_precision
 from iemlib.seeding import seeded
-from iemlib.training import fit
+from iemlib.training import fit, predict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -117,17 +118,21 @@ def test_iem_condenses_on_cuda():
 WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
-def _host_waits(method: str, settings: CondenseSettings) -> int:
-    """How often the host waits for the GPU in a run of ``method`` (a CUDA runtime call that
-    synchronises, counted by torch.profiler on every thread)."""
+def _host_waits(run: Callable[[], object]) -> int:
+    """How often the host waits for the GPU in ``run()``: the CUDA runtime calls that
+    synchronise, counted by torch.profiler on every thread."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        run()
+    return sum(event.count for event in profile.key_averages() if event.key in WAITS)
+
+
+def _condense_on_cuda(method: str, settings: CondenseSettings) -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (120, 3, 16, 16), generator=g, dtype=torch.uint8)
     task = CondenseTask(Split(images, torch.arange(3).repeat_interleave(40), torch.arange(120)),
                         3, (0.5,) * 3, (0.5,) * 3, device="cuda", progress=False)
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=activities) as profile:
-        condense(method, task, settings)
-    return sum(event.count for event in profile.key_averages() if event.key in WAITS)
+    condense(method, task, settings)
 
 
 @pytest.mark.parametrize("method,settings", [
@@ -140,8 +145,23 @@ def test_the_host_waits_for_the_gpu_no_more_in_a_longer_run(method, settings):
     """An iteration queues its work without waiting for the last (IDC's CutMix, its synthetic
     subsample, the network's training losses, DM's and IEM's draws): three more iterations
     add no wait. The loss history is read at checkpoints (here only the end)."""
-    counts = [_host_waits(method, replace(settings, iterations=n, checkpoint_every=n))
-              for n in (2, 3, 6)]  # the first run is a warm-up (cuDNN, lazy initialisation)
+    counts = [_host_waits(lambda: _condense_on_cuda(
+        method, replace(settings, iterations=n, checkpoint_every=n))) for n in (2, 3, 6)]
+    assert counts[1] == counts[2], counts  # the first run is a warm-up (cuDNN, lazy init)
+
+
+def test_encoding_sends_uint8_and_waits_once():
+    """Each batch goes to the GPU as stored and is converted there, as the host would convert
+    it; more batches add no wait (the codes come back in one copy)."""
+    with seeded(0, "encode"):
+        net = build_backbone("convnet", channels=3, image_size=16, mean=(0.5,) * 3,
+                             std=(0.5,) * 3).cuda()
+    images = torch.randint(0, 256, (64, 3, 16, 16), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    on_device = predict(net, images, batch_size=8, device="cuda")
+    assert torch.equal(on_device, predict(net, images.float() / 255, batch_size=8, device="cuda"))
+    counts = [_host_waits(lambda: predict(net, images[:n], batch_size=8, device="cuda"))
+              for n in (16, 32, 64)]
     assert counts[1] == counts[2], counts
 
 
