@@ -1,6 +1,6 @@
 """On a real GPU: the Triton kernels against the torch fallback on the CPU, the real branch's
-CUDA settings against fp32, copies through pinned memory, and short condensations on CUDA,
-eager and compiled. Skipped where
+CUDA settings against fp32, copies through pinned memory, short condensations on CUDA, eager
+and compiled, and the host's waits for the GPU in condensation and encoding. Skipped where
 there is no GPU (CI); run them on a GPU machine with ``pytest tests/test_gpu.py``."""
 
 from __future__ import annotations
