@@ -94,13 +94,19 @@ def test_a_real_branch_past_the_memory_budget_holds_less_on_cuda(monkeypatch):
     assert apart_peak < one_peak / 4, (apart_peak, one_peak)
 
 
+def _cuda_task(classes: int, per_class: int, size: int, **options) -> CondenseTask:
+    """A task on CUDA of random uint8 images, ``per_class`` of each class."""
+    n = classes * per_class
+    images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    split = Split(images, torch.arange(classes).repeat_interleave(per_class), torch.arange(n))
+    return CondenseTask(split, classes, (0.5,) * 3, (0.5,) * 3, device="cuda", progress=False,
+                        **options)
+
+
 def _iem_on_cuda(compile_mode: str, draw_ahead: int | None = None) -> object:
     """IEM on CUDA; its draws made ahead on worker threads unless ``draw_ahead`` is 0."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (200, 3, 32, 32), generator=g, dtype=torch.uint8)
-    labels = torch.arange(10).repeat_interleave(20)
-    task = CondenseTask(Split(images, labels, torch.arange(200)), 10, (0.5,) * 3, (0.5,) * 3,
-                        device="cuda", progress=False, draw_ahead=draw_ahead)
+    task = _cuda_task(10, 20, 32, draw_ahead=draw_ahead)
     settings = CondenseSettings(ipc=2, iterations=6, real_batch=16, factor=2, network="fresh",
                                 perturb="filter", alpha=0.05, precision="bf16",
                                 compile_mode=compile_mode, checkpoint_every=3)
@@ -127,14 +133,6 @@ def _host_waits(run: Callable[[], object]) -> int:
     return sum(event.count for event in profile.key_averages() if event.key in WAITS)
 
 
-def _condense_on_cuda(method: str, settings: CondenseSettings) -> None:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (120, 3, 16, 16), generator=g, dtype=torch.uint8)
-    task = CondenseTask(Split(images, torch.arange(3).repeat_interleave(40), torch.arange(120)),
-                        3, (0.5,) * 3, (0.5,) * 3, device="cuda", progress=False)
-    condense(method, task, settings)
-
-
 @pytest.mark.parametrize("method,settings", [
     ("dm", CondenseSettings(ipc=2, real_batch=8)),
     ("iem", CondenseSettings(ipc=2, real_batch=8, factor=2, perturb="filter", alpha=0.05)),
@@ -145,8 +143,8 @@ def test_the_host_waits_for_the_gpu_no_more_in_a_longer_run(method, settings):
     """An iteration queues its work without waiting for the last (IDC's CutMix, its synthetic
     subsample, the network's training losses, DM's and IEM's draws): three more iterations
     add no wait. The loss history is read at checkpoints (here only the end)."""
-    counts = [_host_waits(lambda: _condense_on_cuda(
-        method, replace(settings, iterations=n, checkpoint_every=n))) for n in (2, 3, 6)]
+    counts = [_host_waits(lambda: condense(method, _cuda_task(3, 40, 16), replace(
+        settings, iterations=n, checkpoint_every=n))) for n in (2, 3, 6)]
     assert counts[1] == counts[2], counts  # the first run is a warm-up (cuDNN, lazy init)
 
 
