@@ -252,10 +252,21 @@ def _short_hash(values: dict) -> str:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """auto: cuda where there is a GPU, else cpu; under torchrun cuda is this process's GPU."""
+    """auto: cuda where there is a GPU, else cpu; under torchrun cuda is this process's GPU.
+    Raises ValueError for a device this machine does not have (or a name torch does not know)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return distributed.local_device(torch.device(device))
+    try:
+        resolved = distributed.local_device(torch.device(device))
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count()
+        if not count or (resolved.index or 0) >= count:
+            raise ValueError(f"device {device!r}: PyTorch sees {count} CUDA GPU(s) here "
+                             f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+                             "use --device cpu or auto")
+    return resolved
 
 
 def cpu_name() -> str:

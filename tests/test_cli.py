@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from iemlib.experiment import PROFILES, Config, record_path
+from iemlib.experiment import PROFILES, Config, record_path, resolve_device
 
 FAST = ["--dataset", "cifar10", "--ipc", "2", "--bits", "16", "--hash", "dhd", "--profile", "smoke",
         "--seed", "0", "--train-steps", "3", "--quiet"]
@@ -57,6 +59,7 @@ def test_smoke_run_writes_a_complete_record(tmp_path, data_root):
     (["--bits", "0"], "bits must be >= 1"),
     (["--profile", "huge"], "unknown profile"),
     (["--ipc", "ten"], "invalid int value"),
+    (["--device", "gpu"], "unknown device 'gpu'"),
 ])
 def test_bad_arguments_fail_in_one_line_and_write_nothing(tmp_path, data_root, args, message):
     out = tmp_path / "record.json"
@@ -94,6 +97,18 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data_root):
     assert b["condense_info"]["resumed_from"] > 0
     assert a["history"]["condense_loss"] == b["history"]["condense_loss"]
     assert a["metrics"] == b["metrics"]
+
+
+@pytest.mark.parametrize("gpus,device,error", [
+    (0, "cuda", "sees 0 CUDA GPU(s)"), (1, "cuda:1", "sees 1 CUDA GPU(s)"), (0, "gpu", "unknown"),
+    (1, "cuda:0", None), (0, "cpu", None)])
+def test_a_device_this_machine_lacks_is_a_clear_error(monkeypatch, gpus, device, error):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: gpus)
+    if error is None:
+        assert resolve_device(device) == torch.device(device)
+    else:
+        with pytest.raises(ValueError, match=re.escape(error)):
+            resolve_device(device)
 
 
 def test_config_resolution_pins_what_a_method_does_not_use():
