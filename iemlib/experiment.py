@@ -206,6 +206,7 @@ class Config:
         if self.train_per_class is not None and needed > self.train_per_class:
             raise ValueError(f"ipc {self.ipc} (× factor² = {needed} real images) is larger than the "
                              f"{self.train_per_class} training images of a class")
+        self.condense_settings(), self.train_settings()  # each checks its own numbers
 
     def key(self) -> str:
         """A short hash of the resolved settings: the cache key of a record.
@@ -238,7 +239,7 @@ class Config:
         return load_protocol(self.dataset, seed=self.seed, query_per_class=self.query_per_class,
                              train_per_class=self.train_per_class,
                              database_per_class=self.database_per_class,
-                             image_size=None if self.dataset == "cifar10" else self.image_size,
+                             image_size=self.image_size,
                              classes=self.class_list())
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import require
 from .devices import to_device
 
 # objective(model, images in [0, 1], labels, generator) -> scalar loss
@@ -28,6 +29,11 @@ class TrainSettings:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        require(self, ">= 1", "steps", "batch_size")
+        require(self, "> 0", "lr")
+        require(self, ">= 0", "weight_decay")
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

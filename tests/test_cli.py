@@ -60,6 +60,9 @@ def test_smoke_run_writes_a_complete_record(tmp_path, data_root):
     (["--profile", "huge"], "unknown profile"),
     (["--ipc", "ten"], "invalid int value"),
     (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--factor", "0"], "factor must be >= 1, got 0"),
+    (["--alpha", "nan"], "alpha must be >= 0, got nan"),
+    (["--image-size", "0"], "image_size must be a positive integer"),
 ])
 def test_bad_arguments_fail_in_one_line_and_write_nothing(tmp_path, data_root, args, message):
     out = tmp_path / "record.json"

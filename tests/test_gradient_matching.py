@@ -206,12 +206,21 @@ def test_resume_reaches_the_uninterrupted_result(small_task, tmp_path, method, f
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(outer_loop=0), "outer_loop >= 1, got 0"),
-    (dict(inner_loop=-2), "inner_loop >= 1, got -2"),
-    (dict(real_batch=0), "real_batch >= 1, got 0"),
-    (dict(outer_loop=None), "outer_loop >= 1, got None"),
+    (dict(outer_loop=0), "outer_loop must be >= 1, got 0"),
+    (dict(inner_loop=-2), "inner_loop must be >= 0, got -2"),
+    (dict(real_batch=0), "real_batch must be >= 1, got 0"),
+    (dict(outer_loop=None), "outer_loop must be >= 1, got None"),
 ])
-def test_bad_settings_are_refused(small_task, change, message):
+def test_bad_settings_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        replace(SMALL, **change)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(inner_loop=0), "inner_loop must be >= 1, got 0"),
+    (dict(iterations=0), "iterations must be >= 1, got 0"),
+])
+def test_gradient_matching_refuses_what_only_it_cannot_run(small_task, change, message):
     with pytest.raises(ValueError, match=message):
         condense("idc", small_task, replace(SMALL, **change))
 

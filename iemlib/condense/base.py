@@ -33,6 +33,7 @@ from ..devices import asynchronous, to_device
 from ..distributed import all_reduce_, is_main, owned_classes
 from ..lookahead import made_ahead
 from ..seeding import generator
+from ..checks import require
 from ..snapshots import Snapshots, due
 from ..synthetic import SyntheticSet, atomic_save
 from ..training import as_float
@@ -59,6 +60,13 @@ class CondenseSettings:
     inner_loop: int = 1        # gradient matching: network SGD steps between two image steps
     precision: str = "fp32"    # DM/IEM real branch: fp32 | bf16 (see condense.engine)
     compile_mode: str = "off"  # DM/IEM embedding forward: off, or a torch.compile mode
+
+    def __post_init__(self) -> None:
+        require(self, ">= 1", "ipc", "real_batch", "factor", "pool_size", "checkpoint_every",
+                "outer_loop")
+        require(self, ">= 0", "iterations", "early_steps", "inner_loop", "alpha")
+        require(self, "> 0", "lr")
+        require(self, "in [0, 1)", "momentum")
 
 
 # Iterations whose draws are made ahead on a GPU, on as many threads. A fresh ConvNet-3 and its

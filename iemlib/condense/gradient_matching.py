@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import DSA, DSAParams
+from ..checks import require
 from ..devices import module_to_device, to_device
 from ..models import Classifier
 from ..seeding import seeded
@@ -243,10 +244,9 @@ class MatchingNetwork:
 
 
 def validate(settings: CondenseSettings) -> None:
-    for name in ("outer_loop", "inner_loop", "real_batch", "iterations"):
-        value = getattr(settings, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"gradient matching needs {name} >= 1, got {value!r}")
+    """What gradient matching needs beyond ``CondenseSettings``' own checks: network steps
+    between two image steps, and an image step."""
+    require(settings, ">= 1", "inner_loop", "iterations")
 
 
 def gradient_matching(method: str, task: CondenseTask, settings: CondenseSettings,
