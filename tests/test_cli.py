@@ -114,6 +114,15 @@ def test_a_device_this_machine_lacks_is_a_clear_error(monkeypatch, gpus, device,
             resolve_device(device)
 
 
+def test_image_size_resizes_cifar10_as_the_record_says(data_root, monkeypatch):
+    monkeypatch.setenv("IEMLIB_DATA", str(data_root))
+    config = Config(method="random", profile="smoke", image_size=16).resolved()
+    protocol = config.protocol()
+    assert config.image_size == 16
+    assert protocol.train.images.shape[-2:] == protocol.database.images.shape[-2:] == (16, 16)
+    assert Config(method="random", profile="smoke").resolved().protocol().train.images.shape[-1] == 32
+
+
 def test_config_resolution_pins_what_a_method_does_not_use():
     dm = Config(method="dm", profile="cpu", factor=2, perturb="filter").resolved()
     assert (dm.factor, dm.perturb, dm.alpha, dm.network) == (1, "none", 0.0, "fresh")
