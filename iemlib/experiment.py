@@ -206,7 +206,8 @@ class Config:
         if self.train_per_class is not None and needed > self.train_per_class:
             raise ValueError(f"ipc {self.ipc} (× factor² = {needed} real images) is larger than the "
                              f"{self.train_per_class} training images of a class")
-        self.condense_settings(), self.train_settings()  # each checks its own numbers
+        self.condense_settings()  # each settings class checks its own numbers
+        self.train_settings()
 
     def key(self) -> str:
         """A short hash of the resolved settings: the cache key of a record.

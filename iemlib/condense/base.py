@@ -28,12 +28,12 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import require
 from ..data import Split
 from ..devices import asynchronous, to_device
 from ..distributed import all_reduce_, is_main, owned_classes
 from ..lookahead import made_ahead
 from ..seeding import generator
-from ..checks import require
 from ..snapshots import Snapshots, due
 from ..synthetic import SyntheticSet, atomic_save
 from ..training import as_float
