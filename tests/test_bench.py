@@ -12,13 +12,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from iemlib import bench
 from iemlib.__main__ import main
-from iemlib.bench import (MAP_ATOL, PROFILE_TOP, TOLERANCES, VARIANTS,
-                          Sizes, agreement, bench_split, bench_task, bench_settings,
-                          iteration_steps, library_run, map_pair, one_hot, profile_steps,
-                          reference_map, reference_run, run_agreement, structured_codes,
-                          tolerance, variants_for)
+from iemlib.bench import Sizes, report, timing
+from iemlib.bench import condense as condense_bench
+from iemlib.bench import loop as loop_bench
+from iemlib.bench.condense import (PROFILE_TOP, TOLERANCES, VARIANTS, agreement, bench_settings,
+                                   bench_split, bench_task, iteration_steps, profile_steps,
+                                   tolerance, variants_for)
+from iemlib.bench.loop import library_run, reference_run, run_agreement
+from iemlib.bench.retrieval import MAP_ATOL, map_pair, one_hot, reference_map, structured_codes
 from iemlib.condense.base import GPU_DRAW_AHEAD
 from iemlib.condense.networks import random_network
 from iemlib.retrieval import hamming_distance, mean_average_precision
@@ -84,28 +86,28 @@ def test_the_profile_names_where_each_step_spends_its_time(steps):
 
 def test_back_to_back_rounds_wait_for_the_device_only_around_them(monkeypatch):
     clock, calls, waits = [0.0], [], []
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(bench, "synchronize", lambda device: waits.append(len(calls)))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing, "synchronize", lambda device: waits.append(len(calls)))
 
     def run() -> None:
         calls.append(None)
         clock[0] += 2.0
 
-    assert bench.interleaved({"a": run}, 3, torch.device("cpu"), back_to_back=4) == {"a": [2.0] * 3}
+    assert timing.interleaved({"a": run}, 3, torch.device("cpu"), back_to_back=4) == {"a": [2.0] * 3}
     assert len(calls) == 1 + 3 * 4  # a warm-up, then three rounds of four
     assert waits == [1, 5, 5, 9, 9, 13]  # before and after each round, none within one
 
 
 def test_on_a_gpu_the_condensation_is_also_timed_back_to_back(monkeypatch):
-    monkeypatch.setattr(bench, "asynchronous", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(condense_bench, "asynchronous", lambda device: True)  # as on CUDA
     sizes = replace(TINY, variants=("fp32",))
-    result = bench.condense_benchmark(sizes, torch.device("cpu"))
+    result = condense_bench.condense_benchmark(sizes, torch.device("cpu"))
     assert result["variants"]["fp32"]["speedup_back_to_back"] > 0
     assert result["speedup_back_to_back"] == result["variants"]["fp32"]["speedup_back_to_back"]
     assert len(result["timings"]["fp32 back to back"]) == sizes.repeats
-    notes = bench.footnotes({"device": "x", "device_type": "cuda", "allocator": None,
-                             "checks_ok": True, "condense": result})
-    assert any(f"{bench.BACK_TO_BACK} iterations back to back" in n and "fp32" in n for n in notes)
+    notes = report.footnotes({"device": "x", "device_type": "cuda", "allocator": None,
+                              "checks_ok": True, "condense": result})
+    assert any(f"{condense_bench.BACK_TO_BACK} iterations back to back" in n and "fp32" in n for n in notes)
 
 
 @pytest.fixture(scope="module")
@@ -135,22 +137,22 @@ def test_the_loop_check_fails_on_other_images_or_losses(loop_task):
 
 
 def test_on_a_gpu_the_loop_is_also_timed_with_its_draws_in_turn(monkeypatch):
-    monkeypatch.setattr(bench, "asynchronous", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(loop_bench, "asynchronous", lambda device: True)  # as on CUDA
     monkeypatch.setattr("iemlib.condense.base.asynchronous", lambda device: True)
     ahead_seen = []
-    original = bench.library_run
+    original = loop_bench.library_run
 
     def spy(task, settings):
         ahead_seen.append(task.draws_ahead)
         return original(task, settings)
 
-    monkeypatch.setattr(bench, "library_run", spy)
-    result = bench.loop_benchmark(replace(TINY, variants=("fp32",)), torch.device("cpu"))
+    monkeypatch.setattr(loop_bench, "library_run", spy)
+    result = loop_bench.loop_benchmark(replace(TINY, variants=("fp32",)), torch.device("cpu"))
     assert set(result["variants"]) == {"fp32", "fp32, drawn in turn"}
     assert all(v["check"]["ok"] and v["speedup"] > 0 for v in result["variants"].values())
     assert set(ahead_seen) == {GPU_DRAW_AHEAD, 0}  # the default on a GPU, and in turn
     assert len(ahead_seen) == 2 * (1 + TINY.repeats)  # a checked warm-up, then the repeats
-    rows = bench.loop_rows({"loop": result})
+    rows = report.loop_rows({"loop": result})
     assert ["drawn in turn" in r[0] for r in rows] == [False, True]
 
 
