@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Callable
 
 RULES: dict[str, Callable[[float], bool]] = {
@@ -15,5 +16,5 @@ def require(settings: object, rule: str, *names: str) -> None:
     not a finite number satisfying ``rule`` (a key of ``RULES``)."""
     for name in names:
         value = getattr(settings, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and RULES[rule](value)):
+        if not (isinstance(value, Real) and math.isfinite(value) and RULES[rule](value)):
             raise ValueError(f"{name} must be {rule}, got {value!r}")

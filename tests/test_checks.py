@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
 from iemlib.condense import CondenseSettings
@@ -28,6 +29,13 @@ def test_condensation_settings_take_the_boundaries():
     settings = CondenseSettings(ipc=1, iterations=0, early_steps=0, inner_loop=0, alpha=0.0,
                                 momentum=0.0, lr=1e-9)
     assert settings.iterations == 0 and settings.momentum == 0.0
+
+
+def test_numpy_numbers_are_numbers():  # a notebook's np.arange or np.linspace, say
+    settings = CondenseSettings(ipc=np.int64(10), iterations=np.int64(5), alpha=np.float32(0.05))
+    assert settings.ipc == 10
+    with pytest.raises(ValueError, match="factor must be >= 1, got np.int64"):
+        CondenseSettings(ipc=1, factor=np.int64(0))
 
 
 @pytest.mark.parametrize("settings", [TrainSettings, HashingSettings])
