@@ -36,6 +36,9 @@ from ..devices import to_device
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+# The modes that run a compiled function as CUDA graphs on a GPU (torch._inductor's
+# ``list_mode_options``: ``triton.cudagraphs``).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 CPU_CHUNK = 128  # images a forward on the CPU (its activations: ~130 MB for ConvNet-3 at 32 px)
 # The largest activation one real-branch forward may hold on a GPU, counted at 4 bytes an element.
 # CIFAR-10's 2,560 real images through ConvNet-3: 1.3 GB, one forward. ImageNet's 1,300 at 224 px
@@ -73,6 +76,7 @@ class Embedder:
         self.one_forward = cuda if one_forward is None else one_forward
         self.fused_augment = compile_mode != "off" and (cuda if fused_augment is None
                                                         else fused_augment)
+        self.graphed = cuda and compile_mode in CUDA_GRAPH_MODES
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -93,8 +97,12 @@ class Embedder:
         if self.compile_mode == "off":
             return _forward_all(net, dsa, specs, [x], table, [rows])[0]
         state = _state(net)
-        return compiled_function(net, state, self.compile_mode, dsa, specs)(state, [x], table,
-                                                                             [rows])[0]
+        out = compiled_function(net, state, self.compile_mode, dsa, specs)(state, [x], table,
+                                                                          [rows])[0]
+        # A CUDA graph's outputs are overwritten by the next compiled call that starts a new
+        # step, which a caller may make before it reads them: the real branch a piece at a
+        # time, then the synthetic branch. A copy keeps them.
+        return out.clone() if self.graphed else out
 
     def real_means(self, net: nn.Module, batches: Iterable[torch.Tensor],
                    augment: Augmentation | None = None) -> torch.Tensor:
