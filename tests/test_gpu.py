@@ -95,29 +95,29 @@ def test_a_real_branch_past_the_memory_budget_holds_less_on_cuda(monkeypatch):
     assert apart_peak < one_peak / 4, (apart_peak, one_peak)
 
 
-@pytest.mark.parametrize("compile_mode", ["off", "reduce-overhead"])
-def test_the_matching_loss_past_the_memory_budget_follows_one_forward_on_cuda(monkeypatch,
-                                                                              compile_mode):
+def test_the_matching_loss_past_the_memory_budget_follows_one_forward_under_cuda_graphs(
+        monkeypatch):
     """Past ``DEVICE_FORWARD_BYTES`` DM's loss runs the real branch a piece at a time and then
     the synthetic branch, several compiled calls an iteration where one forward makes one:
-    under CUDA graphs each would overwrite the outputs of the last unless they are kept. The
-    loss and the image gradient follow one forward's, for fresh networks."""
+    under CUDA graphs each call would overwrite the outputs of the last unless they are kept.
+    The loss and the image gradient follow one forward's, for fresh networks."""
     torch.manual_seed(0)
     real = [torch.rand(64, 3, 32, 32, device="cuda") for _ in range(4)]
     dsa = DSA(mean=(0.5,) * 3, std=(0.5,) * 3)
     draws = [dsa.sample(1, torch.Generator().manual_seed(c), siamese=True) for c in range(4)]
+    embedder = Embedder("cuda", compile_mode="reduce-overhead")
     for seed in range(3):
         torch.manual_seed(seed)
         net = module_to_device(build_backbone("convnet", channels=3, image_size=32,
                                               mean=(0.5,) * 3, std=(0.5,) * 3).eval(), "cuda")
         runs = []
-        for budget in (engine.DEVICE_FORWARD_BYTES, 48 * engine.largest_activation(net, (3, 32, 32))):
+        pieces_of_32 = 32 * engine.largest_activation(net, (3, 32, 32))
+        for budget in (engine.DEVICE_FORWARD_BYTES, pieces_of_32):
             monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", budget)
             images = torch.rand(8, 3, 32, 32, device="cuda",
                                 generator=torch.Generator("cuda").manual_seed(seed))
             images.requires_grad_(True)
-            loss = Embedder("cuda", compile_mode=compile_mode).matching_loss(
-                net, real, images.split(2), (dsa, draws))
+            loss = embedder.matching_loss(net, real, images.split(2), (dsa, draws))
             loss.backward()
             runs.append((loss.detach(), images.grad))
         (loss, grad), (pieces_loss, pieces_grad) = runs
