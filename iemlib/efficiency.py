@@ -2,17 +2,25 @@
 
 The paper's Figure 3 sets mAP against condensation time. A time means little when the machine
 was shared, so each condensed set's ``.meta.json`` (seconds, environment with load averages) is
-read back with a flag for a loaded machine.
+read back with a flag for a loaded machine, and ``retime`` makes a stored set again on a quiet
+one: every run is seeded, so the set comes out the same and only its time is new.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 from typing import Sequence
 
-from .experiment import Config, synthetic_path
+import torch
+
+from .condense import condense
+from .experiment import (Config, condense_task, environment, resolve_device, synthetic_path,
+                         write_json)
 from .report import results_path
+from .synthetic import SyntheticSet
 
 # A machine counts as loaded when a load average exceeded this many runnable threads a core
 # (one run on all cores keeps it near 1).
@@ -26,6 +34,54 @@ def condense_cost(config: Config, results_dir: str | os.PathLike = "results") ->
     path = synthetic_path(config.resolved(), results_path(results_dir)).with_suffix(".meta.json")
     meta = json.loads(path.read_text())
     return {"seconds": meta["seconds"], "env": meta.get("env") or {}, "created": meta["created"]}
+
+
+def retime(config: Config, results_dir: str | os.PathLike = "results", *, device: str = "auto",
+           progress: bool = True) -> dict:
+    """Condense the stored set of ``config`` again and, where the run makes the same set (every
+    stored pixel and label), make its time the set's: the meta's seconds, environment (load
+    averages included), loss history and date are the new run's, and the ones they replace
+    are kept under ``earlier``. A run that makes another set (a library changed since) raises
+    ValueError and leaves the meta alone. Resumable: a killed run continues from a checkpoint
+    beside the set. Returns the seconds and environments before and after."""
+    config = config.resolved()
+    path = synthetic_path(config, Path(results_dir))
+    meta_path = path.with_suffix(".meta.json")
+    if not (path.exists() and meta_path.exists()):
+        raise FileNotFoundError(f"no stored set to re-time at {path}: make it first "
+                                "(python -m iemlib run or sweep)")
+    target = resolve_device(device)
+    checkpoint = path.with_suffix(".retime.ckpt.pt")
+    task = condense_task(config, config.protocol(), target, progress=progress,
+                         checkpoint=checkpoint, resume=True)
+    result = condense(config.method, task, config.condense_settings())
+    stored, made = SyntheticSet.load(path).state(torch.uint8), result.synthetic.state(torch.uint8)
+    checkpoint.unlink(missing_ok=True)
+    if not (torch.equal(made["images"], stored["images"])
+            and torch.equal(made["labels"], stored["labels"])):
+        raise ValueError(f"the run made another set than the one stored at {path.name}: its "
+                         "time is not that set's; make the set afresh instead")
+    meta = json.loads(meta_path.read_text())
+    earlier, env = {key: meta.get(key) for key in ("seconds", "env", "created")}, environment(target)
+    write_json({**meta, "seconds": result.seconds, "history": result.history,
+                "info": result.info, "env": env,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "earlier": [*meta.get("earlier", []), earlier]}, meta_path)
+    return {"set": path.name, "before": earlier["seconds"], "after": result.seconds,
+            "env_before": earlier["env"] or {}, "env_after": env}
+
+
+def retimed(config: Config, outcome: dict) -> str:
+    """One line of what ``retime`` did: the set, its seconds and load before and after."""
+    def at(seconds: float, env: dict) -> str:
+        load = load_per_core(env)
+        return f"{seconds:.1f} s ({'load not recorded' if load is None else f'load {load:.2f} a core'})"
+
+    config = config.resolved()
+    what = f"{config.method} ipc={config.ipc}" + (f", {config.iterations} iterations"
+                                                  if config.iterations else "")
+    return (f"{what}: {at(outcome['before'], outcome['env_before'])} -> "
+            f"{at(outcome['after'], outcome['env_after'])}, the same set ({outcome['set']})")
 
 
 def load_per_core(env: dict) -> float | None:

@@ -331,9 +331,8 @@ def run(config: Config, *, device: str = "auto", checkpoint: Path | None = None,
     target = resolve_device(device)
     protocol = protocol or config.protocol()
     main = distributed.is_main()
-    task = CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
-                        seed=config.seed, device=target, progress=progress and main,
-                        checkpoint=checkpoint, resume=resume)
+    task = condense_task(config, protocol, target, progress=progress and main,
+                         checkpoint=checkpoint, resume=resume)
     result = condense_stored(config, task, synthetic_out)
     if not main:
         return None
@@ -354,6 +353,15 @@ def run(config: Config, *, device: str = "auto", checkpoint: Path | None = None,
         "split": protocol.split_summary(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def condense_task(config: Config, protocol: Protocol, device: torch.device, *,
+                  progress: bool = True, checkpoint: Path | None = None,
+                  resume: bool = False) -> CondenseTask:
+    """The condensation task of a (resolved) config on its protocol's training split."""
+    return CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
+                        seed=config.seed, device=device, progress=progress,
+                        checkpoint=checkpoint, resume=resume)
 
 
 def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> CondenseResult:
@@ -402,10 +410,8 @@ def snapshots_of(config: Config, results_dir: str | os.PathLike = "results", *,
         return Snapshots.load(path)
     if not config.iterations or (synthetic.exists() and not recondense):
         return None
-    protocol = config.protocol()
-    task = CondenseTask(protocol.train, protocol.num_classes, protocol.mean, protocol.std,
-                        seed=config.seed, device=resolve_device(device), progress=progress,
-                        checkpoint=path.with_suffix(".ckpt.pt"), resume=True)
+    task = condense_task(config, config.protocol(), resolve_device(device), progress=progress,
+                         checkpoint=path.with_suffix(".ckpt.pt"), resume=True)
     if not synthetic.exists():
         snapshots = condense_stored(config, task, synthetic).snapshots
     else:

@@ -1,14 +1,19 @@
-"""Condensation cost: the meta file read back, the load flag, convergence and budgets."""
+"""Condensation cost: the meta file read back, the load flag, convergence, budgets and
+re-timing a stored set."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
+from iemlib.__main__ import main
 from iemlib.efficiency import (best_within, compare_at_budgets, condense_cost, load_per_core,
-                               loaded, time_to_convergence)
-from iemlib.experiment import Config, synthetic_path
+                               loaded, retime, retimed, time_to_convergence)
+from iemlib.experiment import Config, run_cached, synthetic_path
+from iemlib.synthetic import SyntheticSet
 
 
 def test_condense_cost_reads_the_meta_of_the_condensed_set(tmp_path):
@@ -55,3 +60,59 @@ def test_budgets_compare_the_best_score_reached_in_no_more_time():
     assert [(r["seconds"], r["theirs"], r["ours"], r["wins"]) for r in rows] == [
         (5.0, 20.0, None, False), (30.0, 39.0, 38.0, False), (100.0, 37.0, 38.0, True)]
     assert compare_at_budgets(ours, []) == []
+
+
+RETIMED = Config(dataset="cifar10", method="dm", ipc=1, profile="smoke", iterations=4,
+                 train_steps=3)
+
+
+def _stored_set(tmp_path, data_root, monkeypatch):
+    """RETIMED run through a results cache in tmp_path: its set's path and meta as stored."""
+    monkeypatch.setenv("IEMLIB_DATA", str(data_root))
+    run_cached(RETIMED, tmp_path, device="cpu", progress=False)
+    path = synthetic_path(RETIMED.resolved(), tmp_path)
+    return path, json.loads(path.with_suffix(".meta.json").read_text())
+
+
+def test_retime_makes_the_stored_set_again_and_keeps_the_earlier_time(tmp_path, data_root,
+                                                                     monkeypatch):
+    path, before = _stored_set(tmp_path, data_root, monkeypatch)
+    stored = path.read_bytes()
+    outcome = retime(RETIMED, tmp_path, device="cpu", progress=False)
+    after = json.loads(path.with_suffix(".meta.json").read_text())
+    assert path.read_bytes() == stored  # the set itself is not written again
+    assert outcome["before"] == before["seconds"] and outcome["after"] == after["seconds"]
+    assert after["earlier"] == [{k: before[k] for k in ("seconds", "env", "created")}]
+    assert after["history"] == before["history"] and after["condense_key"] == before["condense_key"]
+    assert after["env"]["loadavg"] == outcome["env_after"]["loadavg"]
+    assert not path.with_suffix(".retime.ckpt.pt").exists()
+    retime(RETIMED, tmp_path, device="cpu", progress=False)  # each time kept, oldest first
+    again = json.loads(path.with_suffix(".meta.json").read_text())
+    assert [e["created"] for e in again["earlier"]] == [before["created"], after["created"]]
+    line = retimed(RETIMED, outcome)
+    assert line.startswith("dm ipc=1, 4 iterations: ") and path.name in line
+
+
+def test_retime_refuses_a_set_the_run_does_not_make(tmp_path, data_root, monkeypatch):
+    path, before = _stored_set(tmp_path, data_root, monkeypatch)
+    other = SyntheticSet.load(path)
+    other.images[0, 0, 0, 0] = 1 - other.images[0, 0, 0, 0]  # one stored pixel changed
+    other.save(path, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="another set than the one stored"):
+        retime(RETIMED, tmp_path, device="cpu", progress=False)
+    assert json.loads(path.with_suffix(".meta.json").read_text()) == before
+    with pytest.raises(FileNotFoundError, match="no stored set to re-time"):
+        retime(replace(RETIMED, ipc=2), tmp_path, device="cpu", progress=False)
+
+
+def test_a_sweep_retimes_each_stored_set_once(tmp_path, data_root, monkeypatch, capsys):
+    _stored_set(tmp_path, data_root, monkeypatch)
+    args = ["sweep", "--dataset", "cifar10", "--method", "dm", "--ipc", "1", "2", "--bits", "16",
+            "32", "--profile", "smoke", "--iterations", "4", "--train-steps", "3",
+            "--results-dir", str(tmp_path), "--device", "cpu", "--quiet", "--retime"]
+    assert main(args) == 1  # ipc 2 has no stored set
+    out, err = capsys.readouterr()
+    assert out.count("dm ipc=1, 4 iterations: ") == 1 and "the same set" in out
+    assert "dm ipc=2: no stored set to re-time" in err
+    assert not list(tmp_path.rglob("*ipc2*"))  # nothing was made for it
+    assert main([*args[:5], "--notebook", "notebooks/06_ablation.py", "--retime"]) == 2
