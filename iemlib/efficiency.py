@@ -41,8 +41,8 @@ def retime(config: Config, results_dir: str | os.PathLike = "results", *, device
     """Condense the stored set of ``config`` again and, where the run makes the same set (every
     stored pixel and label), make its time the set's: the meta's seconds, environment (load
     averages included), loss history and date are the new run's, and the ones they replace
-    are kept under ``earlier``. A run that makes another set (a library changed since) raises
-    ValueError and leaves the meta alone. Resumable: a killed run continues from a checkpoint
+    are kept under ``earlier``. A run that makes another set (the library changed since, or a
+    GPU did not repeat its arithmetic bit for bit) raises ValueError and leaves the meta alone. Resumable: a killed run continues from a checkpoint
     beside the set. Returns the seconds and environments before and after."""
     config = config.resolved()
     path = synthetic_path(config, Path(results_dir))
@@ -59,7 +59,8 @@ def retime(config: Config, results_dir: str | os.PathLike = "results", *, device
     checkpoint.unlink(missing_ok=True)
     if not (torch.equal(made["images"], stored["images"])
             and torch.equal(made["labels"], stored["labels"])):
-        raise ValueError(f"the run made another set than the one stored at {path.name}: its "
+        raise ValueError(f"the run made another set than the one stored at {path.name} (the "
+                         "library, or a GPU's arithmetic, differs from when it was made): its "
                          "time is not that set's; make the set afresh instead")
     meta = json.loads(meta_path.read_text())
     earlier, env = {key: meta.get(key) for key in ("seconds", "env", "created")}, environment(target)
@@ -75,7 +76,8 @@ def retimed(config: Config, outcome: dict) -> str:
     """One line of what ``retime`` did: the set, its seconds and load before and after."""
     def at(seconds: float, env: dict) -> str:
         load = load_per_core(env)
-        return f"{seconds:.1f} s ({'load not recorded' if load is None else f'load {load:.2f} a core'})"
+        return f"{seconds:.1f} s (" + ("load not recorded" if load is None
+                                       else f"load {load:.2f} a core") + ")"
 
     config = config.resolved()
     what = f"{config.method} ipc={config.ipc}" + (f", {config.iterations} iterations"

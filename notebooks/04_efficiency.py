@@ -30,7 +30,10 @@
 #
 # A condensation time is only as good as the machine was quiet: every time below says whether
 # the machine was busy with other work when the set was made (from the load averages the run
-# recorded), and such times are drawn hollow.
+# recorded), and such times are drawn hollow. A busy time can be made again:
+# `python -m iemlib sweep --retime` (with the cells' settings) condenses each stored set once
+# more and, where the seeded run makes the very same set, keeps the new time and load beside
+# the earlier ones in the set's metadata; the mAP, which depends only on the set, stays.
 
 # %% tags=["parameters"]
 profile = "cpu"        # smoke | cpu | paper

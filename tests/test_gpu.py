@@ -17,6 +17,7 @@ from iemlib.augment import DSA
 from iemlib.bench import structured_codes
 from iemlib.condense import CondenseSettings, CondenseTask, condense, engine
 from iemlib.condense.engine import Embedder
+from iemlib.condense.networks import freeze
 from iemlib.data import Split
 from iemlib.devices import module_to_device, pinned, to_device
 from iemlib.models import build_backbone
@@ -108,8 +109,8 @@ def test_the_matching_loss_past_the_memory_budget_follows_one_forward_under_cuda
     embedder = Embedder("cuda", compile_mode="reduce-overhead")
     for seed in range(3):
         torch.manual_seed(seed)
-        net = module_to_device(build_backbone("convnet", channels=3, image_size=32,
-                                              mean=(0.5,) * 3, std=(0.5,) * 3).eval(), "cuda")
+        net = module_to_device(freeze(build_backbone("convnet", channels=3, image_size=32,
+                                                     mean=(0.5,) * 3, std=(0.5,) * 3)), "cuda")
         runs = []
         pieces_of_32 = 32 * engine.largest_activation(net, (3, 32, 32))
         for budget in (engine.DEVICE_FORWARD_BYTES, pieces_of_32):
