@@ -164,8 +164,8 @@ for method, counts in iterations.items():
     for cell, x, y in zip(cells, xs, ys):
         left.scatter(x, y, edgecolors=COLORS[method], zorder=3,
                      facecolors="white" if busy(cell) == "BUSY" else COLORS[method])
-        left.annotate(str(cell[1]), (x, y), fontsize=7,
-                      textcoords="offset points", xytext=(4, -9))
+        left.annotate(str(cell[1]), (x, y), fontsize=7, textcoords="offset points",
+                      xytext=(4, 4) if method == "idc" else (4, -9))  # IDC's above: DM's near
     if paper_cell:
         left.axhline(table1("cifar10", ipc, bits, method), color=COLORS[method], ls="--", lw=1)
 left.set(xscale="log", xlabel="condensation time (s, log scale; numbers: iterations)",
