@@ -106,14 +106,14 @@ def test_the_matching_loss_past_the_memory_budget_follows_one_forward_under_cuda
     real = [torch.rand(64, 3, 32, 32, device="cuda") for _ in range(4)]
     dsa = DSA(mean=(0.5,) * 3, std=(0.5,) * 3)
     draws = [dsa.sample(1, torch.Generator().manual_seed(c), siamese=True) for c in range(4)]
-    embedder = Embedder("cuda", compile_mode="reduce-overhead")
+    embedder, whole = Embedder("cuda", compile_mode="reduce-overhead"), engine.DEVICE_FORWARD_BYTES
     for seed in range(3):
         torch.manual_seed(seed)
         net = module_to_device(freeze(build_backbone("convnet", channels=3, image_size=32,
                                                      mean=(0.5,) * 3, std=(0.5,) * 3)), "cuda")
         runs = []
         pieces_of_32 = 32 * engine.largest_activation(net, (3, 32, 32))
-        for budget in (engine.DEVICE_FORWARD_BYTES, pieces_of_32):
+        for budget in (whole, pieces_of_32):
             monkeypatch.setattr(engine, "DEVICE_FORWARD_BYTES", budget)
             images = torch.rand(8, 3, 32, 32, device="cuda",
                                 generator=torch.Generator("cuda").manual_seed(seed))
