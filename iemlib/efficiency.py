@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .condense import condense
-from .experiment import (Config, condense_task, environment, resolve_device, synthetic_path,
+from .experiment import (Config, condense_task, resolve_device, set_meta, synthetic_path,
                          write_json)
 from .report import results_path
 from .synthetic import SyntheticSet
@@ -42,8 +41,9 @@ def retime(config: Config, results_dir: str | os.PathLike = "results", *, device
     stored pixel and label), make its time the set's: the meta's seconds, environment (load
     averages included), loss history and date are the new run's, and the ones they replace
     are kept under ``earlier``. A run that makes another set (the library changed since, or a
-    GPU did not repeat its arithmetic bit for bit) raises ValueError and leaves the meta alone. Resumable: a killed run continues from a checkpoint
-    beside the set. Returns the seconds and environments before and after."""
+    GPU did not repeat its arithmetic bit for bit) raises ValueError and leaves the meta alone.
+    Resumable: a killed run continues from a checkpoint beside the set. Returns the seconds and
+    environments before and after."""
     config = config.resolved()
     path = synthetic_path(config, Path(results_dir))
     meta_path = path.with_suffix(".meta.json")
@@ -62,14 +62,11 @@ def retime(config: Config, results_dir: str | os.PathLike = "results", *, device
         raise ValueError(f"the run made another set than the one stored at {path.name} (the "
                          "library, or a GPU's arithmetic, differs from when it was made): its "
                          "time is not that set's; make the set afresh instead")
-    meta = json.loads(meta_path.read_text())
-    earlier, env = {key: meta.get(key) for key in ("seconds", "env", "created")}, environment(target)
-    write_json({**meta, "seconds": result.seconds, "history": result.history,
-                "info": result.info, "env": env,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "earlier": [*meta.get("earlier", []), earlier]}, meta_path)
+    meta, made_now = json.loads(meta_path.read_text()), set_meta(config, result, target)
+    earlier = {key: meta.get(key) for key in ("seconds", "env", "created")}
+    write_json({**meta, **made_now, "earlier": [*meta.get("earlier", []), earlier]}, meta_path)
     return {"set": path.name, "before": earlier["seconds"], "after": result.seconds,
-            "env_before": earlier["env"] or {}, "env_after": env}
+            "env_before": earlier["env"] or {}, "env_after": made_now["env"]}
 
 
 def retimed(config: Config, outcome: dict) -> str:

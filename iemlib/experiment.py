@@ -385,11 +385,15 @@ def condense_stored(config: Config, task: CondenseTask, path: Path | None) -> Co
         result.synthetic.save(path, dtype=torch.uint8)
         if result.snapshots is not None:
             result.snapshots.save(snapshot_path(path))
-        meta = {"condense_key": config.condense_key(), "seconds": result.seconds,
-                "history": result.history, "info": result.info, "env": environment(task.device),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_json(meta, meta_path)
+        write_json(set_meta(config, result, task.device), meta_path)
     return result
+
+
+def set_meta(config: Config, result: CondenseResult, device: torch.device) -> dict:
+    """What a stored set's ``.meta.json`` says of the run that made it."""
+    return {"condense_key": config.condense_key(), "seconds": result.seconds,
+            "history": result.history, "info": result.info, "env": environment(device),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def snapshots_of(config: Config, results_dir: str | os.PathLike = "results", *,
